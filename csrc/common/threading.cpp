@@ -1,0 +1,25 @@
+#include "common/threading.h"
+
+#include <omp.h>
+
+#include <atomic>
+
+#include "common/blas.h"
+
+namespace rnncore {
+
+namespace {
+std::atomic<int> g_num_threads{1};
+}
+
+int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+
+void set_num_threads(int n) { g_num_threads.store(std::max(1, n), std::memory_order_relaxed); }
+
+void init_threading() {
+  // Our private copy of OpenBLAS (its own SONAME): this does not touch NumPy's or SciPy's.
+  scipy_openblas_set_num_threads(1);
+  g_num_threads.store(std::max(1, omp_get_max_threads()), std::memory_order_relaxed);
+}
+
+}  // namespace rnncore

@@ -1,0 +1,35 @@
+"""rnncore: fast recurrent-network kernels (RNN, LSTM, GRU) in C++ with a NumPy API.
+
+Functional kernels work on NumPy arrays, time-major: x (T, B, D), states (B, H), PyTorch's
+weight layout. The dtype of a call (float32 or float64) is the dtype of its weights.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import reference
+from ._core import (
+    RNNCache,
+    blas_info,
+    get_num_threads,
+    rnn_backward,
+    rnn_forward,
+    set_num_threads,
+)
+
+try:
+    __version__ = version("rnncore")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "RNNCache",
+    "__version__",
+    "blas_info",
+    "get_num_threads",
+    "reference",
+    "rnn_backward",
+    "rnn_forward",
+    "set_num_threads",
+]

@@ -30,9 +30,13 @@ using idx = std::ptrdiff_t;
 
 enum class DType { F32, F64 };
 
-const char *dtype_name(DType d) { return d == DType::F32 ? "float32" : "float64"; }
+const char *dtype_name(DType d) {
+  return d == DType::F32 ? "float32" : "float64";
+}
 
-std::string type_name(py::handle obj) { return py::str(py::type::handle_of(obj).attr("__name__")); }
+std::string type_name(py::handle obj) {
+  return py::str(py::type::handle_of(obj).attr("__name__"));
+}
 
 std::string shape_str(const std::vector<idx> &s) {
   std::string out = "(";
@@ -97,18 +101,20 @@ bool is_float_kind(const py::dtype &dt, int itemsize) {
 DType dtype_from(const std::string &fn, py::handle obj, const char *name) {
   if (obj.is_none())
     throw py::type_error(fn + ": " + name + " must be a float32 or float64 array, got None");
-  py::array a;
+  py::array a = py::reinterpret_steal<py::array>(py::handle());  // null, not an empty array
   try {
     a = py::array::ensure(obj);
   } catch (py::error_already_set &) {
   }
-  if (!a) throw py::type_error(fn + ": " + name + " must be a float32 or float64 array, got " + type_name(obj));
+  if (!a)
+    throw py::type_error(fn + ": " + name + " must be a float32 or float64 array, got " +
+                         type_name(obj));
   if (is_float_kind(a.dtype(), 4)) return DType::F32;
   if (is_float_kind(a.dtype(), 8)) return DType::F64;
   throw py::type_error(fn + ": " + name + " must be a float32 or float64 array, got " +
-                       (py::isinstance<py::array>(obj) ? "an array of dtype " +
-                                                             std::string(py::str(a.dtype()))
-                                                       : type_name(obj)));
+                       (py::isinstance<py::array>(obj)
+                            ? "an array of dtype " + std::string(py::str(a.dtype()))
+                            : type_name(obj)));
 }
 
 // Convert `obj` to a C-contiguous array of the call's dtype T. An ndarray of another dtype is a
@@ -129,14 +135,14 @@ py::array_t<T, py::array::c_style> take(const std::string &fn, py::handle obj, c
     throw py::type_error(fn + ": " + name + " must be a " + want + " array " + what + ", got " +
                          type_name(obj));
   }
-  py::array_t<T, py::array::c_style> out;
+  auto out = py::reinterpret_steal<py::array_t<T, py::array::c_style>>(py::handle());  // null
   try {
     out = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
   } catch (py::error_already_set &) {
   }
   if (!out)
-    throw py::type_error(fn + ": " + name + " must be a " + want + " array " + what +
-                         ", got a " + type_name(obj) + " that does not convert to one");
+    throw py::type_error(fn + ": " + name + " must be a " + want + " array " + what + ", got a " +
+                         type_name(obj) + " that does not convert to one");
   return out;
 }
 
@@ -161,9 +167,8 @@ idx checked_count(const std::string &fn, std::initializer_list<idx> dims, const 
 void check_blas_dims(const Dims &d, std::initializer_list<char> letters, idx rows) {
   for (char c : letters)
     if (d[c] > INT_MAX)
-      throw py::value_error(d.fn() + ": size " + std::string(1, c) + " = " +
-                            std::to_string(d[c]) + " exceeds the 32-bit BLAS limit " +
-                            std::to_string(INT_MAX));
+      throw py::value_error(d.fn() + ": size " + std::string(1, c) + " = " + std::to_string(d[c]) +
+                            " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
   if (rows > INT_MAX)
     throw py::value_error(d.fn() + ": T*B = " + std::to_string(rows) +
                           " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
@@ -305,8 +310,8 @@ py::tuple rnn_forward_impl(DType dt, Dims &d, py::handle x_, py::handle h0_, py:
         std::memcpy(states, h0p, static_cast<std::size_t>(BH) * sizeof(T));
       else
         std::memset(states, 0, static_cast<std::size_t>(BH) * sizeof(T));
-      rnn_forward<T>(states + BH, c->x.as<T>(), states, c->w_ih.as<T>(), c->w_hh.as<T>(), bias,
-                     act, int(Tn), int(B), int(D), int(H));
+      rnn_forward<T>(states + BH, c->x.as<T>(), states, c->w_ih.as<T>(), c->w_hh.as<T>(), bias, act,
+                     int(Tn), int(B), int(D), int(H));
       std::memcpy(y.mutable_data(), states + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
       std::memcpy(h_n.mutable_data(), states + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
     }
@@ -330,8 +335,7 @@ py::tuple rnn_forward_impl(DType dt, Dims &d, py::handle x_, py::handle h0_, py:
 }
 
 py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
-                         py::handle b_ih, py::handle b_hh, py::handle nonlinearity,
-                         bool training) {
+                         py::handle b_ih, py::handle b_hh, py::handle nonlinearity, bool training) {
   const std::string fn = "rnn_forward";
   if (!py::isinstance<py::str>(nonlinearity))
     throw py::type_error(fn + ": nonlinearity must be 'tanh' or 'relu', got " +
@@ -342,7 +346,8 @@ py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   const Activation act = nl == "tanh" ? Activation::Tanh : Activation::Relu;
   const DType dt = dtype_from(fn, w_ih, "w_ih");
   Dims d(fn);
-  if (dt == DType::F32) return rnn_forward_impl<float>(dt, d, x, h0, w_ih, w_hh, b_ih, b_hh, act, training);
+  if (dt == DType::F32)
+    return rnn_forward_impl<float>(dt, d, x, h0, w_ih, w_hh, b_ih, b_hh, act, training);
   return rnn_forward_impl<double>(dt, d, x, h0, w_ih, w_hh, b_ih, b_hh, act, training);
 }
 
@@ -371,9 +376,8 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
     T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
       *dwh = dw_hh.mutable_data();
     py::gil_scoped_release nogil;
-    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.states.as<T>(),
-                    c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D),
-                    int(H));
+    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.states.as<T>(), c.x.as<T>(),
+                    c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D), int(H));
   }
   py::object db_ih = py::none(), db_hh = py::none();
   if (c.has_b_ih) db_ih = db;
@@ -442,24 +446,28 @@ Returns:
 void bind_rnn(py::module_ &m) {
   py::class_<RnnCache>(m, "RNNCache",
                        "Opaque workspace of rnn_forward(training=True), consumed by rnn_backward.")
-      .def_property_readonly("shape", [](const RnnCache &c) { return py::make_tuple(c.T, c.B, c.D, c.H); },
-                             "(T, B, D, H)")
-      .def_property_readonly("dtype", [](const RnnCache &c) { return py::dtype(dtype_name(c.dtype)); })
-      .def_property_readonly("nonlinearity", [](const RnnCache &c) {
-        return c.act == Activation::Tanh ? "tanh" : "relu";
-      })
-      .def_property_readonly("nbytes", [](const RnnCache &c) {
-        return c.x.bytes() + c.w_ih.bytes() + c.w_hh.bytes() + c.states.bytes();
-      }, "Bytes of workspace held.")
+      .def_property_readonly(
+          "shape", [](const RnnCache &c) { return py::make_tuple(c.T, c.B, c.D, c.H); },
+          "(T, B, D, H)")
+      .def_property_readonly("dtype",
+                             [](const RnnCache &c) { return py::dtype(dtype_name(c.dtype)); })
+      .def_property_readonly(
+          "nonlinearity",
+          [](const RnnCache &c) { return c.act == Activation::Tanh ? "tanh" : "relu"; })
+      .def_property_readonly(
+          "nbytes",
+          [](const RnnCache &c) {
+            return c.x.bytes() + c.w_ih.bytes() + c.w_hh.bytes() + c.states.bytes();
+          },
+          "Bytes of workspace held.")
       .def("__repr__", [](const RnnCache &c) {
         return "<RNNCache T=" + std::to_string(c.T) + " B=" + std::to_string(c.B) +
                " D=" + std::to_string(c.D) + " H=" + std::to_string(c.H) + " " +
                dtype_name(c.dtype) + " " + (c.act == Activation::Tanh ? "tanh" : "relu") + ">";
       });
   m.def("rnn_forward", &rnn_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
-        py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(),
-        py::kw_only(), py::arg("nonlinearity") = "tanh", py::arg("training") = true,
-        kRnnForwardDoc);
+        py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
+        py::arg("nonlinearity") = "tanh", py::arg("training") = true, kRnnForwardDoc);
   m.def("rnn_backward", &rnn_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kRnnBackwardDoc);
 }

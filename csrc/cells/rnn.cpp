@@ -58,7 +58,8 @@ void activate_backward(T *g, const T *dy, const T *h, Activation act, int B, int
     const T *dyr = dy ? dy + o : nullptr;
     if (act == Activation::Tanh) {
 #pragma omp simd
-      for (int j = j0; j < j1; ++j) gr[j] = (gr[j] + (dyr ? dyr[j] : T(0))) * (T(1) - hr[j] * hr[j]);
+      for (int j = j0; j < j1; ++j)
+        gr[j] = (gr[j] + (dyr ? dyr[j] : T(0))) * (T(1) - hr[j] * hr[j]);
     } else {
 #pragma omp simd
       for (int j = j0; j < j1; ++j) gr[j] = hr[j] > T(0) ? gr[j] + (dyr ? dyr[j] : T(0)) : T(0);
@@ -113,8 +114,8 @@ void rnn_forward(T *hs, const T *x, const T *h0, const T *w_ih, const T *w_hh, c
 
 template <typename T>
 void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy, const T *dh_n,
-                  const T *states, const T *x, const T *w_ih, const T *w_hh, Activation act,
-                  int T_, int B, int D, int H) {
+                  const T *states, const T *x, const T *w_ih, const T *w_hh, Activation act, int T_,
+                  int B, int D, int H) {
   const idx BH = static_cast<idx>(B) * H;
   const int TB = T_ * B;
   if (TB == 0 || H == 0) {  // nothing flows through time: dh0 = dh_n, the rest is zero
@@ -135,9 +136,9 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
     T *g = dpre + (T_ - 1) * BH;  // (B,H)
     for (int b = 0; b < B; ++b)
-      for (int j = j0; j < j1; ++j) g[b * static_cast<idx>(H) + j] = dh_n ? dh_n[b * static_cast<idx>(H) + j] : T(0);
-    activate_backward<T>(g, dy ? dy + (T_ - 1) * BH : nullptr, states + T_ * BH, act, B, H, j0,
-                         j1);
+      for (int j = j0; j < j1; ++j)
+        g[b * static_cast<idx>(H) + j] = dh_n ? dh_n[b * static_cast<idx>(H) + j] : T(0);
+    activate_backward<T>(g, dy ? dy + (T_ - 1) * BH : nullptr, states + T_ * BH, act, B, H, j0, j1);
 #pragma omp barrier
     for (int t = T_ - 1; t >= 0; --t) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place.
@@ -176,8 +177,7 @@ template void rnn_backward<float>(float *, float *, float *, float *, float *, f
                                   const float *, const float *, const float *, const float *,
                                   const float *, const float *, Activation, int, int, int, int);
 template void rnn_backward<double>(double *, double *, double *, double *, double *, double *,
-                                   const double *, const double *, const double *,
-                                   const double *, const double *, const double *, Activation,
-                                   int, int, int, int);
+                                   const double *, const double *, const double *, const double *,
+                                   const double *, const double *, Activation, int, int, int, int);
 
 }  // namespace rnncore

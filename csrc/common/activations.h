@@ -56,12 +56,14 @@ inline float tanh_f(float x) {
 }
 
 inline float sigmoid_f(float x) {
-  const float e = exp_nonpositive(-std::fabs(x));  // in (0, 1]
-  const float pos = 1.0f / (1.0f + e);             // sigmoid(|x|)
+  const float e = exp_nonpositive(-std::fabs(x));     // in (0, 1]
+  const float pos = 1.0f / (1.0f + e);                // sigmoid(|x|)
   return x >= 0.0f ? pos : (x < 0.0f ? e * pos : x);  // the last arm passes NaN through
 }
 
-inline double tanh_f(double x) { return std::tanh(x); }
+inline double tanh_f(double x) {
+  return std::tanh(x);
+}
 
 inline double sigmoid_f(double x) {
   const double e = std::exp(-std::fabs(x));

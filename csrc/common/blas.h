@@ -60,8 +60,7 @@ inline void gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const
 // y (m or n) = alpha * op(A) x + beta * y with A (m,n) row-major. Used where a GEMM would have a
 // single row: OpenBLAS's sgemm with M = 1 is about 4x slower than its sgemv.
 template <typename T>
-inline void gemv(bool trans, int m, int n, T alpha, const T *a, int lda, const T *x, T beta,
-                 T *y) {
+inline void gemv(bool trans, int m, int n, T alpha, const T *a, int lda, const T *x, T beta, T *y) {
   const int out = trans ? n : m, in = trans ? m : n;
   if (out <= 0) return;
   if (in <= 0) {
@@ -79,8 +78,8 @@ inline void gemv(bool trans, int m, int n, T alpha, const T *a, int lda, const T
 // Row block [r0, r1) of C (m,n) = op(A) op(B): the product restricted to rows r0..r1 of op(A).
 // Lets each OpenMP thread run its own single-threaded BLAS call on a partition.
 template <typename T>
-inline void gemm_rows(int r0, int r1, bool trans_a, bool trans_b, int n, int k, const T *a,
-                      int lda, const T *b, int ldb, T beta, T *c, int ldc) {
+inline void gemm_rows(int r0, int r1, bool trans_a, bool trans_b, int n, int k, const T *a, int lda,
+                      const T *b, int ldb, T beta, T *c, int ldc) {
   const T *a0 = trans_a ? a + r0 : a + static_cast<std::ptrdiff_t>(r0) * lda;
   gemm<T>(trans_a, trans_b, r1 - r0, n, k, T(1), a0, lda, b, ldb, beta,
           c + static_cast<std::ptrdiff_t>(r0) * ldc, ldc);
@@ -89,8 +88,8 @@ inline void gemm_rows(int r0, int r1, bool trans_a, bool trans_b, int n, int k, 
 // Column block [c0, c1) of C (m,n) = op(A) op(B): the product restricted to columns c0..c1 of
 // op(B).
 template <typename T>
-inline void gemm_cols(int c0, int c1, bool trans_a, bool trans_b, int m, int k, const T *a,
-                      int lda, const T *b, int ldb, T beta, T *c, int ldc) {
+inline void gemm_cols(int c0, int c1, bool trans_a, bool trans_b, int m, int k, const T *a, int lda,
+                      const T *b, int ldb, T beta, T *c, int ldc) {
   const T *b0 = trans_b ? b + static_cast<std::ptrdiff_t>(c0) * ldb : b + c0;
   gemm<T>(trans_a, trans_b, m, c1 - c0, k, T(1), a, lda, b0, ldb, beta, c + c0, ldc);
 }

@@ -12,9 +12,13 @@ namespace {
 std::atomic<int> g_num_threads{1};
 }
 
-int num_threads() { return g_num_threads.load(std::memory_order_relaxed); }
+int num_threads() {
+  return g_num_threads.load(std::memory_order_relaxed);
+}
 
-void set_num_threads(int n) { g_num_threads.store(std::max(1, n), std::memory_order_relaxed); }
+void set_num_threads(int n) {
+  g_num_threads.store(std::max(1, n), std::memory_order_relaxed);
+}
 
 void init_threading() {
   // Our private copy of OpenBLAS (its own SONAME): this does not touch NumPy's or SciPy's.

@@ -1,0 +1,58 @@
+"""Type stub of rnncore's compiled extension (csrc/bindings.cpp)."""
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+_Float = np.float32 | np.float64
+_Array = npt.NDArray[_Float]
+_ArrayLike = npt.ArrayLike
+
+__version__: str
+
+class RNNCache:
+    """Opaque workspace of rnn_forward(training=True), consumed by rnn_backward."""
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(T, B, D, H)."""
+    @property
+    def dtype(self) -> np.dtype[_Float]: ...
+    @property
+    def nonlinearity(self) -> Literal["tanh", "relu"]: ...
+    @property
+    def nbytes(self) -> int:
+        """Bytes of workspace held."""
+
+def rnn_forward(
+    x: _ArrayLike,
+    h0: _ArrayLike | None,
+    w_ih: _ArrayLike,
+    w_hh: _ArrayLike,
+    b_ih: _ArrayLike | None = None,
+    b_hh: _ArrayLike | None = None,
+    *,
+    nonlinearity: Literal["tanh", "relu"] = "tanh",
+    training: bool = True,
+) -> tuple[_Array, _Array, RNNCache | None]:
+    """Vanilla RNN forward: x (T,B,D), h0 (B,H) | None, w_ih (H,D), w_hh (H,H), b (H,) | None
+    -> y (T,B,H), h_n (B,H), cache."""
+
+def rnn_backward(
+    dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: RNNCache
+) -> tuple[_Array, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: dy (T,B,H) | None, dh_n (B,H) | None -> dx (T,B,D), dh0 (B,H), dw_ih (H,D),
+    dw_hh (H,H), db_ih (H,) | None, db_hh (H,) | None."""
+
+def set_num_threads(n: int) -> None:
+    """Set the number of OpenMP threads rnncore's kernels use (n >= 1)."""
+
+def get_num_threads() -> int:
+    """Threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else all cores."""
+
+def blas_info() -> dict[str, str | int]:
+    """The vendored OpenBLAS: corename, config, blas_threads (always 1)."""
+
+def _pool_bytes() -> int: ...
+def _empty_pool() -> int: ...

@@ -275,11 +275,10 @@ py::tuple rnn_forward_impl(DType dt, Dims &d, py::handle x_, py::handle h0_, py:
   const idx n_states = checked_count(fn, {Tn + 1, B, H}, "the state workspace (T+1)*B*H");
   checked_count(fn, {Tn, B, D}, "x");
 
-  // Combined bias b_ih + b_hh (the kernel adds one vector).
-  Block bias_blk(b_ih.is_none() && b_hh.is_none() ? 0 : static_cast<std::size_t>(H) * sizeof(T));
-  T *bias = nullptr;
-  if (!b_ih.is_none() || !b_hh.is_none()) {
-    bias = bias_blk.as<T>();
+  // Combined bias b_ih + b_hh, zeros where absent (the kernel adds one vector).
+  Block bias_blk(static_cast<std::size_t>(H) * sizeof(T));
+  T *bias = bias_blk.as<T>();
+  {
     const T *bi = ptr_or_null<T>(b_ih), *bh = ptr_or_null<T>(b_hh);
     for (idx j = 0; j < H; ++j) bias[j] = (bi ? bi[j] : T(0)) + (bh ? bh[j] : T(0));
   }

@@ -14,7 +14,7 @@ void rnn_forward(T *hs,          // (T,B,H) out
                  const T *h0,    // (B,H)
                  const T *w_ih,  // (H,D)
                  const T *w_hh,  // (H,H)
-                 const T *bias,  // (H) b_ih + b_hh, or nullptr
+                 const T *bias,  // (H) b_ih + b_hh (zeros when there are none)
                  Activation act, int T_, int B, int D, int H);
 
 // Backward (BPTT). Writes (does not accumulate) every gradient; db is d(b_ih) = d(b_hh).

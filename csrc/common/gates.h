@@ -1,0 +1,56 @@
+// Gate-blocked weight layout shared by the gated cells (LSTM G = 4, GRU G = 3).
+//
+// PyTorch stores gate g of hidden unit j in row g*H + j of W_ih (G*H, D) and W_hh (G*H, H). The
+// kernels re-lay those rows in blocks of kUnitBlock hidden units: block k holds units
+// [16k, 16k + w) (w = 16, or what is left for the last block) and, inside it, the G gates one
+// after another:
+//
+//   PyTorch row g*H + 16k + u   ->   blocked row 16*G*k + g*w + u
+//
+// So the gates of any unit range [j0, j1) with j0 a multiple of 16 are the contiguous rows
+// [G*j0, G*j1): a thread that owns those units computes all their gates with one GEMM per step
+// and applies the pointwise update itself, without waiting for other threads. W is constant
+// over the sequence, so the re-lay is paid once per call (it is part of copying the weights
+// into the cache). The same permutation applies to the gate columns of the workspace and to
+// the biases; gradients are permuted back on the way out.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+
+namespace rnncore {
+
+constexpr int kUnitBlock = 16;
+
+struct GateBlocks {
+  int H, G;
+  int blocks() const { return (H + kUnitBlock - 1) / kUnitBlock; }
+  int width(int k) const { return std::min(kUnitBlock, H - kUnitBlock * k); }
+  // First blocked row (or column) of block k.
+  std::ptrdiff_t begin(int k) const { return static_cast<std::ptrdiff_t>(kUnitBlock) * G * k; }
+  std::ptrdiff_t row(int g, int j) const {
+    const int k = j / kUnitBlock;
+    return begin(k) + static_cast<std::ptrdiff_t>(g) * width(k) + (j - kUnitBlock * k);
+  }
+};
+
+// dst (G*H, cols) blocked <- src (G*H, cols) in PyTorch order; cols = 1 for a bias.
+template <typename T>
+void block_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols) {
+  for (int g = 0; g < gb.G; ++g)
+    for (int j = 0; j < gb.H; ++j)
+      std::memcpy(dst + gb.row(g, j) * cols, src + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols,
+                  static_cast<std::size_t>(cols) * sizeof(T));
+}
+
+// dst (G*H, cols) in PyTorch order <- the rows of src (blocked) that belong to units [j0, j1).
+template <typename T>
+void unblock_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols, int j0, int j1) {
+  for (int g = 0; g < gb.G; ++g)
+    for (int j = j0; j < j1; ++j)
+      std::memcpy(dst + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols, src + gb.row(g, j) * cols,
+                  static_cast<std::size_t>(cols) * sizeof(T));
+}
+
+}  // namespace rnncore

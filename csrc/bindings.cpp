@@ -12,8 +12,10 @@
 #include <string>
 #include <vector>
 
+#include "cells/lstm.h"
 #include "cells/rnn.h"
 #include "common/blas.h"
+#include "common/gates.h"
 #include "common/threading.h"
 #include "common/workspace.h"
 
@@ -52,7 +54,8 @@ std::vector<idx> shape_of(const py::array &a) {
 // mismatch can say where the expected value came from.
 class Dims {
  public:
-  explicit Dims(std::string fn) : fn_(std::move(fn)) {}
+  // `gates`: the letter G stands for gates*H (the stacked gate rows of a weight).
+  explicit Dims(std::string fn, int gates = 1) : fn_(std::move(fn)), gates_(gates) {}
   const std::string &fn() const { return fn_; }
   bool known(char c) const { return vals_.count(c) != 0; }
   idx operator[](char c) const { return vals_.at(c).first; }
@@ -68,6 +71,21 @@ class Dims {
                             std::to_string(a.ndim()) + "-D array of shape " + shape_str(s));
     for (int i = 0; i < nd; ++i) {
       const char c = spec[i];
+      if (c == 'G') {  // gates*H rows: binds H, or is checked against it
+        if (!known('H')) {
+          if (s[i] % gates_ != 0)
+            throw py::value_error(fn_ + ": " + name + " must have shape " + spec_str(spec) +
+                                  ", got shape " + shape_str(s) + ": " + std::to_string(s[i]) +
+                                  " is not a multiple of " + std::to_string(gates_));
+          bind('H', s[i] / gates_, name);
+        } else if (s[i] != gates_ * (*this)['H']) {
+          throw py::value_error(fn_ + ": " + name + " must have shape " + spec_str(spec) +
+                                " with " + letter('G') + " = " +
+                                std::to_string(gates_ * (*this)['H']) + " (from " +
+                                vals_.at('H').second + "), got shape " + shape_str(s));
+        }
+        continue;
+      }
       if (!known(c)) {
         bind(c, s[i], name);
       } else if ((*this)[c] != s[i]) {
@@ -79,16 +97,17 @@ class Dims {
   }
 
  private:
-  static std::string letter(char c) {
-    if (c == 'G') return "4H";  // not used by the vanilla RNN
+  std::string letter(char c) const {
+    if (c == 'G') return std::to_string(gates_) + "H";
     return std::string(1, c);
   }
-  static std::string spec_str(const char *spec) {
+  std::string spec_str(const char *spec) const {
     std::string out = "(";
     for (const char *c = spec; *c; ++c) out += (c == spec ? "" : ", ") + letter(*c);
     return out + (std::strlen(spec) == 1 ? ",)" : ")");
   }
   std::string fn_;
+  int gates_;
   std::map<char, std::pair<idx, std::string>> vals_;
 };
 
@@ -242,95 +261,216 @@ void bind_runtime(py::module_ &m) {
 }
 
 // ------------------------------------------------------------------------------------------
-// Vanilla RNN
+// What every cell shares: validated arguments, the cache, output assembly
 // ------------------------------------------------------------------------------------------
 
-struct RnnCache {
-  DType dtype;
-  Activation act;
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style>;
+
+// The validated arguments of a forward call. G = gates (1 RNN, 4 LSTM, 3 GRU).
+template <typename F>  // F, not T: T is the sequence length here
+struct SeqArgs {
+  CArray<F> x, w_ih, w_hh;
+  py::object h0, c0, b_ih, b_hh;  // None where absent
   idx T, B, D, H;
-  bool has_b_ih, has_b_hh;
-  Block x, w_ih, w_hh, states;  // copies: (T,B,D), (H,D), (H,H); states (T+1,B,H), slot 0 = h0
 };
 
 template <typename T>
-py::tuple rnn_forward_impl(DType dt, Dims &d, py::handle x_, py::handle h0_, py::handle w_ih_,
-                           py::handle w_hh_, py::handle b_ih_, py::handle b_hh_, Activation act,
-                           bool training) {
+SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
+                         py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
+                         bool with_c) {
   const std::string &fn = d.fn();
-  auto w_ih = take<T>(fn, w_ih_, "w_ih", "of shape (H, D)", dt);
-  auto w_hh = take<T>(fn, w_hh_, "w_hh", "of shape (H, H)", dt);
-  auto x = take<T>(fn, x_, "x", "of shape (T, B, D)", dt);
-  d.check(w_ih, "w_ih", "HD");
-  d.check(w_hh, "w_hh", "HH");
-  d.check(x, "x", "TBD");
-  py::object h0 = take_optional<T>(fn, h0_, "h0", "of shape (B, H)", dt);
-  py::object b_ih = take_optional<T>(fn, b_ih_, "b_ih", "of shape (H,)", dt);
-  py::object b_hh = take_optional<T>(fn, b_hh_, "b_hh", "of shape (H,)", dt);
-  if (!h0.is_none()) d.check(h0, "h0", "BH");
-  if (!b_ih.is_none()) d.check(b_ih, "b_ih", "H");
-  if (!b_hh.is_none()) d.check(b_hh, "b_hh", "H");
-  const idx Tn = d['T'], B = d['B'], D = d['D'], H = d['H'];
-  check_blas_dims(d, {'T', 'B', 'D', 'H'}, Tn * B);
-  const idx n_states = checked_count(fn, {Tn + 1, B, H}, "the state workspace (T+1)*B*H");
-  checked_count(fn, {Tn, B, D}, "x");
+  const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
+  const std::string s_ih = "of shape (" + gh + ", D)", s_hh = "of shape (" + gh + ", H)",
+                    s_b = "of shape (" + gh + ",)";
+  SeqArgs<T> a;
+  a.w_ih = take<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
+  a.w_hh = take<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
+  a.x = take<T>(fn, x, "x", "of shape (T, B, D)", dt);
+  d.check(a.w_ih, "w_ih", "GD");
+  d.check(a.w_hh, "w_hh", "GH");
+  d.check(a.x, "x", "TBD");
+  a.h0 = take_optional<T>(fn, h0, "h0", "of shape (B, H)", dt);
+  a.c0 = with_c ? take_optional<T>(fn, c0, "c0", "of shape (B, H)", dt) : py::none();
+  a.b_ih = take_optional<T>(fn, b_ih, "b_ih", s_b.c_str(), dt);
+  a.b_hh = take_optional<T>(fn, b_hh, "b_hh", s_b.c_str(), dt);
+  if (!a.h0.is_none()) d.check(a.h0, "h0", "BH");
+  if (!a.c0.is_none()) d.check(a.c0, "c0", "BH");
+  if (!a.b_ih.is_none()) d.check(a.b_ih, "b_ih", "G");
+  if (!a.b_hh.is_none()) d.check(a.b_hh, "b_hh", "G");
+  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
+  check_blas_dims(d, {'T', 'B', 'D', 'H'}, a.T * a.B);
+  if (G * a.H > INT_MAX) throw py::value_error(fn + ": " + gh + " exceeds the 32-bit BLAS limit");
+  checked_count(fn, {a.T + 1, a.B, G * a.H}, ("the workspace (T+1)*B*" + gh).c_str());
+  checked_count(fn, {a.T, a.B, a.D}, "x");
+  return a;
+}
 
-  // Combined bias b_ih + b_hh, zeros where absent (the kernel adds one vector).
-  Block bias_blk(static_cast<std::size_t>(H) * sizeof(T));
-  T *bias = bias_blk.as<T>();
-  {
-    const T *bi = ptr_or_null<T>(b_ih), *bh = ptr_or_null<T>(b_hh);
-    for (idx j = 0; j < H; ++j) bias[j] = (bi ? bi[j] : T(0)) + (bh ? bh[j] : T(0));
+// State shared by every cell's cache: copies of x and the (gate-blocked) weights, h_0..h_T.
+struct SeqCache {
+  DType dtype;
+  idx T, B, D, H;
+  bool has_b_ih, has_b_hh;
+  Block x, w_ih, w_hh, h_states;  // (T,B,D), (G*H,D), (G*H,H), (T+1,B,H) with slot 0 = h0
+  std::size_t nbytes() const { return x.bytes() + w_ih.bytes() + w_hh.bytes() + h_states.bytes(); }
+  std::string describe() const {
+    return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " D=" + std::to_string(D) +
+           " H=" + std::to_string(H) + " " + dtype_name(dtype);
   }
+};
 
+// Fill the shared part of a cache: copy x, re-lay the weights (G > 1) and put h0 in slot 0.
+template <typename T>
+void fill_cache(SeqCache &c, const SeqArgs<T> &a, DType dt, int G) {
+  c.dtype = dt;
+  c.T = a.T, c.B = a.B, c.D = a.D, c.H = a.H;
+  c.has_b_ih = !a.b_ih.is_none();
+  c.has_b_hh = !a.b_hh.is_none();
+  const std::size_t sz = sizeof(T);
+  c.x = Block(static_cast<std::size_t>(a.T * a.B * a.D) * sz);
+  c.w_ih = Block(static_cast<std::size_t>(G * a.H * a.D) * sz);
+  c.w_hh = Block(static_cast<std::size_t>(G * a.H * a.H) * sz);
+  c.h_states = Block(static_cast<std::size_t>((a.T + 1) * a.B * a.H) * sz);
+}
+
+// Copies done without the GIL: x, the weights (gate-blocked when G > 1), h0 (or zeros).
+template <typename T>
+void copy_inputs(T *x_dst, T *w_ih_dst, T *w_hh_dst, T *h0_dst, const SeqArgs<T> &a, const T *h0,
+                 int G) {
+  std::memcpy(x_dst, a.x.data(), static_cast<std::size_t>(a.T * a.B * a.D) * sizeof(T));
+  if (G == 1) {
+    std::memcpy(w_ih_dst, a.w_ih.data(), static_cast<std::size_t>(a.H * a.D) * sizeof(T));
+    std::memcpy(w_hh_dst, a.w_hh.data(), static_cast<std::size_t>(a.H * a.H) * sizeof(T));
+  } else {
+    const GateBlocks gb{int(a.H), G};
+    block_gate_rows<T>(w_ih_dst, a.w_ih.data(), gb, a.D);
+    block_gate_rows<T>(w_hh_dst, a.w_hh.data(), gb, a.H);
+  }
+  const std::size_t bh = static_cast<std::size_t>(a.B * a.H) * sizeof(T);
+  if (h0)
+    std::memcpy(h0_dst, h0, bh);
+  else
+    std::memset(h0_dst, 0, bh);
+}
+
+// b_ih + b_hh (zeros where absent), gate-blocked when G > 1: (G*H).
+template <typename T>
+Block combined_bias(const SeqArgs<T> &a, int G) {
+  const idx n = G * a.H;
+  Block sum(static_cast<std::size_t>(n) * sizeof(T)), out(static_cast<std::size_t>(n) * sizeof(T));
+  const T *bi = ptr_or_null<T>(a.b_ih), *bh = ptr_or_null<T>(a.b_hh);
+  for (idx j = 0; j < n; ++j) sum.as<T>()[j] = (bi ? bi[j] : T(0)) + (bh ? bh[j] : T(0));
+  if (G == 1) return sum;
+  block_gate_rows<T>(out.as<T>(), sum.as<T>(), GateBlocks{int(a.H), G}, 1);
+  return out;
+}
+
+// The cache argument of a backward call, or a TypeError naming what came instead.
+template <typename Cache>
+const Cache &cache_arg(py::handle cache, const char *fn, const char *cls, const char *fwd) {
+  if (!py::isinstance<Cache>(cache))
+    throw py::type_error(
+        std::string(fn) + ": cache must be the " + cls + " returned by " + fwd +
+        "(..., training=True), got " +
+        (cache.is_none() ? "None (was the forward run with training=False?)" : type_name(cache)));
+  return cache.cast<const Cache &>();
+}
+
+// Upstream gradients of a backward call, checked against the cache.
+template <typename T>
+py::object take_grad(Dims &d, const SeqCache &c, py::handle g, const char *name, const char *spec) {
+  const std::string what = std::string("of shape ") + (spec[0] == 'T' ? "(T, B, H)" : "(B, H)");
+  py::object out = take_optional<T>(d.fn(), g, name, what.c_str(), c.dtype);
+  if (!out.is_none()) d.check(out, name, spec);
+  return out;
+}
+
+Dims cache_dims(const char *fn, const SeqCache &c) {
+  Dims d(fn);
+  d.bind('T', c.T, "the cache");
+  d.bind('B', c.B, "the cache");
+  d.bind('H', c.H, "the cache");
+  return d;
+}
+
+// (db_ih, db_hh) from the one bias gradient db: the same values, separate arrays.
+template <typename T>
+std::pair<py::object, py::object> split_bias_grad(const SeqCache &c, py::array_t<T> db) {
+  py::object db_ih = py::none(), db_hh = py::none();
+  if (c.has_b_ih) db_ih = db;
+  if (c.has_b_hh) {
+    if (c.has_b_ih) {
+      auto copy = new_array<T>({db.size()});
+      std::memcpy(copy.mutable_data(), db.data(), static_cast<std::size_t>(db.size()) * sizeof(T));
+      db_hh = copy;
+    } else {
+      db_hh = db;
+    }
+  }
+  return {db_ih, db_hh};
+}
+
+template <typename Cache>
+py::class_<Cache> bind_cache(py::module_ &m, const char *name, const char *doc) {
+  py::class_<Cache> cls(m, name, doc);
+  cls.def_property_readonly(
+         "shape", [](const Cache &c) { return py::make_tuple(c.T, c.B, c.D, c.H); }, "(T, B, D, H)")
+      .def_property_readonly("dtype", [](const Cache &c) { return py::dtype(dtype_name(c.dtype)); })
+      .def_property_readonly("nbytes", &Cache::nbytes, "Bytes of workspace held.")
+      .def("__repr__",
+           [name](const Cache &c) { return std::string("<") + name + " " + c.describe() + ">"; });
+  return cls;
+}
+
+DType call_dtype(const std::string &fn, py::handle w_ih) {
+  return dtype_from(fn, w_ih, "w_ih");
+}
+
+// ------------------------------------------------------------------------------------------
+// Vanilla RNN
+// ------------------------------------------------------------------------------------------
+
+struct RnnCache : SeqCache {
+  Activation act;
+  std::size_t nbytes() const { return SeqCache::nbytes(); }
+  std::string describe() const {
+    return SeqCache::describe() + (act == Activation::Tanh ? " tanh" : " relu");
+  }
+};
+
+template <typename T>
+py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool training) {
+  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
+  Block bias = combined_bias(a, 1);
   auto y = new_array<T>({Tn, B, H});
   auto h_n = new_array<T>({B, H});
-  const idx BH = B * H;
-  const T *h0p = ptr_or_null<T>(h0);
-  py::object cache = py::none();
-  if (training) {
-    auto c = std::make_unique<RnnCache>();
-    c->dtype = dt;
-    c->act = act;
-    c->T = Tn, c->B = B, c->D = D, c->H = H;
-    c->has_b_ih = !b_ih.is_none();
-    c->has_b_hh = !b_hh.is_none();
-    c->x = Block(static_cast<std::size_t>(Tn * B * D) * sizeof(T));
-    c->w_ih = Block(static_cast<std::size_t>(H * D) * sizeof(T));
-    c->w_hh = Block(static_cast<std::size_t>(H * H) * sizeof(T));
-    c->states = Block(static_cast<std::size_t>(n_states) * sizeof(T));
-    T *states = c->states.as<T>();
-    {
-      py::gil_scoped_release nogil;
-      std::memcpy(c->x.as<T>(), x.data(), c->x.bytes());
-      std::memcpy(c->w_ih.as<T>(), w_ih.data(), c->w_ih.bytes());
-      std::memcpy(c->w_hh.as<T>(), w_hh.data(), c->w_hh.bytes());
-      if (h0p)
-        std::memcpy(states, h0p, static_cast<std::size_t>(BH) * sizeof(T));
-      else
-        std::memset(states, 0, static_cast<std::size_t>(BH) * sizeof(T));
-      rnn_forward<T>(states + BH, c->x.as<T>(), states, c->w_ih.as<T>(), c->w_hh.as<T>(), bias, act,
-                     int(Tn), int(B), int(D), int(H));
-      std::memcpy(y.mutable_data(), states + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
-      std::memcpy(h_n.mutable_data(), states + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
+  const T *h0 = ptr_or_null<T>(a.h0);
+  T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
+  if (!training) {
+    Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
+    py::gil_scoped_release nogil;
+    if (!h0) {
+      std::memset(zeros.as<T>(), 0, zeros.bytes());
+      h0 = zeros.as<T>();
     }
-    cache = py::cast(std::move(c));
-  } else {
-    Block zeros(h0p ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
-    T *yp = y.mutable_data();
-    {
-      py::gil_scoped_release nogil;
-      if (!h0p) {
-        std::memset(zeros.as<T>(), 0, zeros.bytes());
-        h0p = zeros.as<T>();
-      }
-      rnn_forward<T>(yp, x.data(), h0p, w_ih.data(), w_hh.data(), bias, act, int(Tn), int(B),
-                     int(D), int(H));
-      const T *last = Tn > 0 ? yp + (Tn - 1) * BH : h0p;
-      std::memcpy(h_n.mutable_data(), last, static_cast<std::size_t>(BH) * sizeof(T));
-    }
+    rnn_forward<T>(yp, a.x.data(), h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act, int(Tn),
+                   int(B), int(D), int(H));
+    std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
+    return py::make_tuple(y, h_n, py::none());
   }
-  return py::make_tuple(y, h_n, cache);
+  auto c = std::make_unique<RnnCache>();
+  fill_cache(*c, a, dt, 1);
+  c->act = act;
+  {
+    py::gil_scoped_release nogil;
+    T *hs = c->h_states.as<T>();
+    copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, 1);
+    rnn_forward<T>(hs + BH, c->x.as<T>(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), act,
+                   int(Tn), int(B), int(D), int(H));
+    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
+    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
+  }
+  return py::make_tuple(y, h_n, py::cast(std::move(c)));
 }
 
 py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
@@ -343,62 +483,43 @@ py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   if (nl != "tanh" && nl != "relu")
     throw py::value_error(fn + ": nonlinearity must be 'tanh' or 'relu', got '" + nl + "'");
   const Activation act = nl == "tanh" ? Activation::Tanh : Activation::Relu;
-  const DType dt = dtype_from(fn, w_ih, "w_ih");
-  Dims d(fn);
+  const DType dt = call_dtype(fn, w_ih);
+  Dims d(fn, 1);
   if (dt == DType::F32)
-    return rnn_forward_impl<float>(dt, d, x, h0, w_ih, w_hh, b_ih, b_hh, act, training);
-  return rnn_forward_impl<double>(dt, d, x, h0, w_ih, w_hh, b_ih, b_hh, act, training);
+    return rnn_forward_impl<float>(
+        take_seq_args<float>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, act,
+        training);
+  return rnn_forward_impl<double>(
+      take_seq_args<double>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, act, training);
 }
 
 template <typename T>
 py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_) {
-  const std::string fn = "rnn_backward";
-  Dims d(fn);
-  d.bind('T', c.T, "the cache");
-  d.bind('B', c.B, "the cache");
-  d.bind('H', c.H, "the cache");
-  py::object dy = take_optional<T>(fn, dy_, "dy", "of shape (T, B, H)", c.dtype);
-  py::object dh_n = take_optional<T>(fn, dh_n_, "dh_n", "of shape (B, H)", c.dtype);
-  if (!dy.is_none()) d.check(dy, "dy", "TBH");
-  if (!dh_n.is_none()) d.check(dh_n, "dh_n", "BH");
+  Dims d = cache_dims("rnn_backward", c);
+  py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
+  py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
   const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
   auto dx = new_array<T>({Tn, B, D});
   auto dh0 = new_array<T>({B, H});
   auto dw_ih = new_array<T>({H, D});
   auto dw_hh = new_array<T>({H, H});
-  const bool has_b = c.has_b_ih || c.has_b_hh;
-  py::array_t<T> db = has_b ? new_array<T>({H}) : py::array_t<T>();
+  auto db = new_array<T>({H});
   Block dpre(static_cast<std::size_t>(Tn * B * H) * sizeof(T));
   {
-    T *dbp = has_b ? db.mutable_data() : nullptr;
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
     T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
-      *dwh = dw_hh.mutable_data();
+      *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
     py::gil_scoped_release nogil;
-    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.states.as<T>(), c.x.as<T>(),
-                    c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D), int(H));
+    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.h_states.as<T>(),
+                    c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D),
+                    int(H));
   }
-  py::object db_ih = py::none(), db_hh = py::none();
-  if (c.has_b_ih) db_ih = db;
-  if (c.has_b_hh) {
-    if (c.has_b_ih) {
-      auto copy = new_array<T>({H});
-      std::memcpy(copy.mutable_data(), db.data(), static_cast<std::size_t>(H) * sizeof(T));
-      db_hh = copy;
-    } else {
-      db_hh = db;
-    }
-  }
+  auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
 }
 
 py::tuple rnn_backward_py(py::handle dy, py::handle dh_n, py::handle cache) {
-  if (!py::isinstance<RnnCache>(cache))
-    throw py::type_error(
-        std::string("rnn_backward: cache must be the RNNCache returned by "
-                    "rnn_forward(..., training=True), got ") +
-        (cache.is_none() ? "None (was the forward run with training=False?)" : type_name(cache)));
-  const RnnCache &c = cache.cast<const RnnCache &>();
+  const auto &c = cache_arg<RnnCache>(cache, "rnn_backward", "RNNCache", "rnn_forward");
   if (c.dtype == DType::F32) return rnn_backward_impl<float>(c, dy, dh_n);
   return rnn_backward_impl<double>(c, dy, dh_n);
 }
@@ -443,32 +564,156 @@ Returns:
 )doc";
 
 void bind_rnn(py::module_ &m) {
-  py::class_<RnnCache>(m, "RNNCache",
+  bind_cache<RnnCache>(m, "RNNCache",
                        "Opaque workspace of rnn_forward(training=True), consumed by rnn_backward.")
-      .def_property_readonly(
-          "shape", [](const RnnCache &c) { return py::make_tuple(c.T, c.B, c.D, c.H); },
-          "(T, B, D, H)")
-      .def_property_readonly("dtype",
-                             [](const RnnCache &c) { return py::dtype(dtype_name(c.dtype)); })
-      .def_property_readonly(
-          "nonlinearity",
-          [](const RnnCache &c) { return c.act == Activation::Tanh ? "tanh" : "relu"; })
-      .def_property_readonly(
-          "nbytes",
-          [](const RnnCache &c) {
-            return c.x.bytes() + c.w_ih.bytes() + c.w_hh.bytes() + c.states.bytes();
-          },
-          "Bytes of workspace held.")
-      .def("__repr__", [](const RnnCache &c) {
-        return "<RNNCache T=" + std::to_string(c.T) + " B=" + std::to_string(c.B) +
-               " D=" + std::to_string(c.D) + " H=" + std::to_string(c.H) + " " +
-               dtype_name(c.dtype) + " " + (c.act == Activation::Tanh ? "tanh" : "relu") + ">";
+      .def_property_readonly("nonlinearity", [](const RnnCache &c) {
+        return c.act == Activation::Tanh ? "tanh" : "relu";
       });
   m.def("rnn_forward", &rnn_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
         py::arg("nonlinearity") = "tanh", py::arg("training") = true, kRnnForwardDoc);
   m.def("rnn_backward", &rnn_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kRnnBackwardDoc);
+}
+
+// ------------------------------------------------------------------------------------------
+// LSTM
+// ------------------------------------------------------------------------------------------
+
+struct LstmCache : SeqCache {
+  Block c_states, gates;  // (T+1,B,H) slot 0 = c0; (T,B,4H) activated gates, blocked
+  std::size_t nbytes() const { return SeqCache::nbytes() + c_states.bytes() + gates.bytes(); }
+  std::string describe() const { return SeqCache::describe(); }
+};
+
+template <typename T>
+py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
+  constexpr int G = 4;
+  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
+  const std::size_t sz = sizeof(T);
+  Block bias = combined_bias(a, G);
+  auto y = new_array<T>({Tn, B, H});
+  auto h_n = new_array<T>({B, H});
+  auto c_n = new_array<T>({B, H});
+  const T *h0 = ptr_or_null<T>(a.h0), *c0 = ptr_or_null<T>(a.c0);
+  // Inference keeps nothing: the same workspace lives only for this call.
+  auto c = std::make_unique<LstmCache>();
+  fill_cache(*c, a, dt, G);
+  c->c_states = Block(static_cast<std::size_t>((Tn + 1) * BH) * sz);
+  c->gates = Block(static_cast<std::size_t>(Tn * B * G * H) * sz);
+  {
+    T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
+    py::gil_scoped_release nogil;
+    T *hs = c->h_states.as<T>(), *cs = c->c_states.as<T>();
+    copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, G);
+    if (c0)
+      std::memcpy(cs, c0, static_cast<std::size_t>(BH) * sz);
+    else
+      std::memset(cs, 0, static_cast<std::size_t>(BH) * sz);
+    lstm_forward<T>(hs + BH, cs + BH, c->gates.as<T>(), c->x.as<T>(), hs, cs, c->w_ih.as<T>(),
+                    c->w_hh.as<T>(), bias.as<T>(), int(Tn), int(B), int(D), int(H));
+    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
+    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+    std::memcpy(cnp, cs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+  }
+  py::object cache = training ? py::cast(std::move(c)) : py::none();
+  return py::make_tuple(y, h_n, c_n, cache);
+}
+
+py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle w_ih,
+                          py::handle w_hh, py::handle b_ih, py::handle b_hh, bool training) {
+  const std::string fn = "lstm_forward";
+  const DType dt = call_dtype(fn, w_ih);
+  Dims d(fn, 4);
+  if (dt == DType::F32)
+    return lstm_forward_impl<float>(
+        take_seq_args<float>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true), dt, training);
+  return lstm_forward_impl<double>(
+      take_seq_args<double>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true), dt, training);
+}
+
+template <typename T>
+py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n_,
+                             py::handle dc_n_) {
+  constexpr int G = 4;
+  Dims d = cache_dims("lstm_backward", c);
+  py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
+  py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
+  py::object dc_n = take_grad<T>(d, c, dc_n_, "dc_n", "BH");
+  const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
+  const std::size_t sz = sizeof(T);
+  auto dx = new_array<T>({Tn, B, D});
+  auto dh0 = new_array<T>({B, H});
+  auto dc0 = new_array<T>({B, H});
+  auto dw_ih = new_array<T>({G * H, D});
+  auto dw_hh = new_array<T>({G * H, H});
+  auto db = new_array<T>({G * H});
+  Block dgates(static_cast<std::size_t>(Tn * B * G * H) * sz);
+  Block dw_scratch(static_cast<std::size_t>(G * H * (D + H + 1)) * sz);
+  Block dh(static_cast<std::size_t>(B * H) * sz);
+  {
+    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n), *dcp = ptr_or_null<T>(dc_n);
+    T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(),
+      *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
+    py::gil_scoped_release nogil;
+    lstm_backward<T>(dxp, dh0p, dc0p, dwi, dwh, dbp, dgates.as<T>(), dw_scratch.as<T>(), dh.as<T>(),
+                     dyp, dhp, dcp, c.h_states.as<T>(), c.c_states.as<T>(), c.gates.as<T>(),
+                     c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B), int(D), int(H));
+  }
+  auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
+  return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
+}
+
+py::tuple lstm_backward_py(py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache) {
+  const auto &c = cache_arg<LstmCache>(cache, "lstm_backward", "LSTMCache", "lstm_forward");
+  if (c.dtype == DType::F32) return lstm_backward_impl<float>(c, dy, dh_n, dc_n);
+  return lstm_backward_impl<double>(c, dy, dh_n, dc_n);
+}
+
+const char *kLstmForwardDoc = R"doc(LSTM forward over a whole sequence (PyTorch's nn.LSTM).
+
+    i, f, g, o = σ(·), σ(·), tanh(·), σ(·) of  x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh
+    c_t = f ⊙ c_{t-1} + i ⊙ g,    h_t = o ⊙ tanh(c_t)
+
+Args:
+    x: (T, B, D) inputs, time-major.
+    h0, c0: (B, H) initial hidden and cell states, or None for zeros.
+    w_ih: (4H, D) input weights, gate rows in PyTorch's order i, f, g, o. Its dtype (float32 or
+        float64) is the dtype of the call.
+    w_hh: (4H, H) recurrent weights.
+    b_ih, b_hh: (4H,) biases, or None.
+    training: keep what backward needs and return it as ``cache``; False returns None.
+
+Returns:
+    y: (T, B, H) every step's h_t; h_n, c_n: (B, H) the final states; cache: an opaque
+    LSTMCache for lstm_backward (or None). It holds copies of x and the weights.
+
+Raises:
+    TypeError / ValueError naming the argument, as rnn_forward.
+)doc";
+
+const char *kLstmBackwardDoc = R"doc(Backpropagation through time for lstm_forward.
+
+Args:
+    dy: (T, B, H) gradient with respect to y, or None (zero).
+    dh_n, dc_n: (B, H) gradients with respect to h_n and c_n, or None (zero).
+    cache: the LSTMCache from lstm_forward(..., training=True); not modified, so it may be
+        used again.
+
+Returns:
+    (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (B, H),
+    (4H, D), (4H, H), (4H,), (4H,); db_ih / db_hh are None where that bias was None.
+)doc";
+
+void bind_lstm(py::module_ &m) {
+  bind_cache<LstmCache>(m, "LSTMCache",
+                        "Opaque workspace of lstm_forward(training=True), consumed by "
+                        "lstm_backward.");
+  m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("h0"), py::arg("c0"),
+        py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
+        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("training") = true, kLstmForwardDoc);
+  m.def("lstm_backward", &lstm_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+        py::arg("cache"), kLstmBackwardDoc);
 }
 
 }  // namespace
@@ -478,6 +723,7 @@ PYBIND11_MODULE(_core, m) {
   init_threading();
   bind_runtime(m);
   bind_rnn(m);
+  bind_lstm(m);
 #ifdef RNNCORE_VERSION
   m.attr("__version__") = RNNCORE_VERSION;
 #endif

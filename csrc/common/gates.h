@@ -40,7 +40,8 @@ template <typename T>
 void block_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols) {
   for (int g = 0; g < gb.G; ++g)
     for (int j = 0; j < gb.H; ++j)
-      std::memcpy(dst + gb.row(g, j) * cols, src + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols,
+      std::memcpy(dst + gb.row(g, j) * cols,
+                  src + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols,
                   static_cast<std::size_t>(cols) * sizeof(T));
 }
 
@@ -49,8 +50,8 @@ template <typename T>
 void unblock_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols, int j0, int j1) {
   for (int g = 0; g < gb.G; ++g)
     for (int j = j0; j < j1; ++j)
-      std::memcpy(dst + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols, src + gb.row(g, j) * cols,
-                  static_cast<std::size_t>(cols) * sizeof(T));
+      std::memcpy(dst + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols,
+                  src + gb.row(g, j) * cols, static_cast<std::size_t>(cols) * sizeof(T));
 }
 
 }  // namespace rnncore

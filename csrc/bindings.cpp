@@ -98,7 +98,7 @@ class Dims {
 
  private:
   std::string letter(char c) const {
-    if (c == 'G') return std::to_string(gates_) + "H";
+    if (c == 'G') return gates_ == 1 ? "H" : std::to_string(gates_) + "H";
     return std::string(1, c);
   }
   std::string spec_str(const char *spec) const {
@@ -448,15 +448,17 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
   if (!training) {
     Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
-    py::gil_scoped_release nogil;
-    if (!h0) {
-      std::memset(zeros.as<T>(), 0, zeros.bytes());
-      h0 = zeros.as<T>();
+    {
+      py::gil_scoped_release nogil;
+      if (!h0) {
+        std::memset(zeros.as<T>(), 0, zeros.bytes());
+        h0 = zeros.as<T>();
+      }
+      rnn_forward<T>(yp, a.x.data(), h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act, int(Tn),
+                     int(B), int(D), int(H));
+      std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
     }
-    rnn_forward<T>(yp, a.x.data(), h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act, int(Tn),
-                   int(B), int(D), int(H));
-    std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
-    return py::make_tuple(y, h_n, py::none());
+    return py::make_tuple(y, h_n, py::none());  // with the GIL again
   }
   auto c = std::make_unique<RnnCache>();
   fill_cache(*c, a, dt, 1);

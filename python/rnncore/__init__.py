@@ -10,9 +10,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import reference
 from ._core import (
+    GRUCache,
+    LSTMCache,
     RNNCache,
     blas_info,
     get_num_threads,
+    gru_backward,
+    gru_forward,
+    lstm_backward,
+    lstm_forward,
     rnn_backward,
     rnn_forward,
     set_num_threads,
@@ -24,10 +30,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "GRUCache",
+    "LSTMCache",
     "RNNCache",
     "__version__",
     "blas_info",
     "get_num_threads",
+    "gru_backward",
+    "gru_forward",
+    "lstm_backward",
+    "lstm_forward",
     "reference",
     "rnn_backward",
     "rnn_forward",

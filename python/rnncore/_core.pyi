@@ -11,19 +11,30 @@ _ArrayLike = npt.ArrayLike
 
 __version__: str
 
-class RNNCache:
-    """Opaque workspace of rnn_forward(training=True), consumed by rnn_backward."""
-
+class _Cache:
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """(T, B, D, H)."""
     @property
     def dtype(self) -> np.dtype[_Float]: ...
     @property
-    def nonlinearity(self) -> Literal["tanh", "relu"]: ...
-    @property
     def nbytes(self) -> int:
         """Bytes of workspace held."""
+
+class RNNCache(_Cache):
+    """Opaque workspace of rnn_forward(training=True), consumed by rnn_backward."""
+
+    @property
+    def nonlinearity(self) -> Literal["tanh", "relu"]: ...
+
+class LSTMCache(_Cache):
+    """Opaque workspace of lstm_forward(training=True), consumed by lstm_backward."""
+
+class GRUCache(_Cache):
+    """Opaque workspace of gru_forward(training=True), consumed by gru_backward."""
+
+    @property
+    def reset_after(self) -> bool: ...
 
 def rnn_forward(
     x: _ArrayLike,
@@ -44,6 +55,46 @@ def rnn_backward(
 ) -> tuple[_Array, _Array, _Array, _Array, _Array | None, _Array | None]:
     """BPTT: dy (T,B,H) | None, dh_n (B,H) | None -> dx (T,B,D), dh0 (B,H), dw_ih (H,D),
     dw_hh (H,H), db_ih (H,) | None, db_hh (H,) | None."""
+
+def lstm_forward(
+    x: _ArrayLike,
+    h0: _ArrayLike | None,
+    c0: _ArrayLike | None,
+    w_ih: _ArrayLike,
+    w_hh: _ArrayLike,
+    b_ih: _ArrayLike | None = None,
+    b_hh: _ArrayLike | None = None,
+    *,
+    training: bool = True,
+) -> tuple[_Array, _Array, _Array, LSTMCache | None]:
+    """LSTM forward: x (T,B,D), h0/c0 (B,H) | None, w_ih (4H,D), w_hh (4H,H), b (4H,) | None
+    -> y (T,B,H), h_n (B,H), c_n (B,H), cache. Gate order i, f, g, o."""
+
+def lstm_backward(
+    dy: _ArrayLike | None, dh_n: _ArrayLike | None, dc_n: _ArrayLike | None, cache: LSTMCache
+) -> tuple[_Array, _Array, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: -> dx (T,B,D), dh0 (B,H), dc0 (B,H), dw_ih (4H,D), dw_hh (4H,H),
+    db_ih (4H,) | None, db_hh (4H,) | None."""
+
+def gru_forward(
+    x: _ArrayLike,
+    h0: _ArrayLike | None,
+    w_ih: _ArrayLike,
+    w_hh: _ArrayLike,
+    b_ih: _ArrayLike | None = None,
+    b_hh: _ArrayLike | None = None,
+    *,
+    reset_after: bool = True,
+    training: bool = True,
+) -> tuple[_Array, _Array, GRUCache | None]:
+    """GRU forward: x (T,B,D), h0 (B,H) | None, w_ih (3H,D), w_hh (3H,H), b (3H,) | None
+    -> y (T,B,H), h_n (B,H), cache. Gate order r, z, n."""
+
+def gru_backward(
+    dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: GRUCache
+) -> tuple[_Array, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: -> dx (T,B,D), dh0 (B,H), dw_ih (3H,D), dw_hh (3H,H), db_ih (3H,) | None,
+    db_hh (3H,) | None."""
 
 def set_num_threads(n: int) -> None:
     """Set the number of OpenMP threads rnncore's kernels use (n >= 1)."""

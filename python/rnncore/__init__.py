@@ -23,6 +23,7 @@ from ._core import (
     rnn_forward,
     set_num_threads,
 )
+from .layers import GRU, LSTM, RNN
 
 try:
     __version__ = version("rnncore")
@@ -30,6 +31,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "GRUCache",
     "LSTMCache",
     "RNNCache",

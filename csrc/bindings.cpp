@@ -427,6 +427,15 @@ DType call_dtype(const std::string &fn, py::handle w_ih) {
   return dtype_from(fn, w_ih, "w_ih");
 }
 
+// A bool option: True/False (or NumPy's bool_), nothing else, so a misplaced argument cannot
+// turn into a silent truthiness test.
+bool flag(const std::string &fn, py::handle v, const char *name) {
+  if (py::isinstance<py::bool_>(v)) return v.cast<bool>();
+  if (py::hasattr(v, "dtype") && py::str(v.attr("dtype")).cast<std::string>() == "bool")
+    return v.attr("__bool__")().cast<bool>();
+  throw py::type_error(fn + ": " + name + " must be True or False, got " + type_name(v));
+}
+
 // ------------------------------------------------------------------------------------------
 // Vanilla RNN
 // ------------------------------------------------------------------------------------------
@@ -477,8 +486,10 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
 }
 
 py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
-                         py::handle b_ih, py::handle b_hh, py::handle nonlinearity, bool training) {
+                         py::handle b_ih, py::handle b_hh, py::handle nonlinearity,
+                         py::handle training_) {
   const std::string fn = "rnn_forward";
+  const bool training = flag(fn, training_, "training");
   if (!py::isinstance<py::str>(nonlinearity))
     throw py::type_error(fn + ": nonlinearity must be 'tanh' or 'relu', got " +
                          type_name(nonlinearity));
@@ -574,7 +585,7 @@ void bind_rnn(py::module_ &m) {
       });
   m.def("rnn_forward", &rnn_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
-        py::arg("nonlinearity") = "tanh", py::arg("training") = true, kRnnForwardDoc);
+        py::arg("nonlinearity") = "tanh", py::arg("training") = py::bool_(true), kRnnForwardDoc);
   m.def("rnn_backward", &rnn_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kRnnBackwardDoc);
 }
@@ -624,8 +635,9 @@ py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
 }
 
 py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle w_ih,
-                          py::handle w_hh, py::handle b_ih, py::handle b_hh, bool training) {
+                          py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle training_) {
   const std::string fn = "lstm_forward";
+  const bool training = flag(fn, training_, "training");
   const DType dt = call_dtype(fn, w_ih);
   Dims d(fn, 4);
   if (dt == DType::F32)
@@ -714,7 +726,8 @@ void bind_lstm(py::module_ &m) {
                         "lstm_backward.");
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("h0"), py::arg("c0"),
         py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
-        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("training") = true, kLstmForwardDoc);
+        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("training") = py::bool_(true),
+        kLstmForwardDoc);
   m.def("lstm_backward", &lstm_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
         py::arg("cache"), kLstmBackwardDoc);
 }
@@ -790,8 +803,11 @@ py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool
 }
 
 py::tuple gru_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
-                         py::handle b_ih, py::handle b_hh, bool reset_after, bool training) {
+                         py::handle b_ih, py::handle b_hh, py::handle reset_after_,
+                         py::handle training_) {
   const std::string fn = "gru_forward";
+  const bool reset_after = flag(fn, reset_after_, "reset_after");
+  const bool training = flag(fn, training_, "training");
   const DType dt = call_dtype(fn, w_ih);
   Dims d(fn, 3);
   if (dt == DType::F32)
@@ -887,7 +903,8 @@ void bind_gru(py::module_ &m) {
       .def_property_readonly("reset_after", [](const GruCache &c) { return c.reset_after; });
   m.def("gru_forward", &gru_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
-        py::arg("reset_after") = true, py::arg("training") = true, kGruForwardDoc);
+        py::arg("reset_after") = py::bool_(true), py::arg("training") = py::bool_(true),
+        kGruForwardDoc);
   m.def("gru_backward", &gru_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kGruBackwardDoc);
 }

@@ -443,8 +443,11 @@ def test_forward_rejects_bad_options():
         rnncore.rnn_forward(**good(), nonlinearity="sigmoid")
     with pytest.raises(TypeError, match=r"nonlinearity must be 'tanh' or 'relu', got int"):
         rnncore.rnn_forward(**good(), nonlinearity=3)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"rnn_forward: training must be True or False, got str"):
         rnncore.rnn_forward(**good(), training="yes")
+    with pytest.raises(TypeError, match=r"gru_forward: reset_after must be True or False, got int"):
+        rnncore.gru_forward(**good(GRU), reset_after=1)
+    assert rnncore.rnn_forward(**good(), training=np.bool_(False))[2] is None
     with pytest.raises(TypeError):
         rnncore.rnn_forward(*good().values(), "tanh")  # options are keyword-only
 

@@ -17,6 +17,7 @@
 #include "cells/rnn.h"
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/packed_gemm.h"
 #include "common/threading.h"
 #include "common/workspace.h"
 
@@ -253,10 +254,30 @@ void bind_runtime(py::module_ &m) {
         d["corename"] = std::string(scipy_openblas_get_corename());
         d["config"] = std::string(scipy_openblas_get_config());
         d["blas_threads"] = scipy_openblas_get_num_threads();
+        d["recurrent_kernel"] = std::string(gemm_path_name(gemm_path()));
         return d;
       },
       "The vendored OpenBLAS: {'corename': kernel in use (OPENBLAS_CORETYPE respected), "
       "'config': build configuration, 'blas_threads': its own thread count (always 1)}.");
+  m.def(
+      "_set_gemm_path",
+      [](const std::string &name) {
+        for (GemmPath p : {GemmPath::Blas, GemmPath::Portable, GemmPath::Avx2, GemmPath::Avx512})
+          if (name == gemm_path_name(p)) {
+            if (!set_gemm_path(p))
+              throw py::value_error(std::string("_set_gemm_path: this CPU cannot run '") + name +
+                                    "' (best: '" + gemm_path_name(best_gemm_path()) + "')");
+            return;
+          }
+        throw py::value_error(
+            "_set_gemm_path: name must be 'blas', 'portable', 'avx2' or "
+            "'avx512', got '" +
+            name + "'");
+      },
+      py::arg("name"), "Choose the float32 recurrent-product kernel (for tests and benchmarks).");
+  m.def(
+      "_gemm_path", [] { return std::string(gemm_path_name(gemm_path())); },
+      "The float32 recurrent-product kernel in use.");
   m.def("_pool_bytes", [] { return pool_bytes(); }, "Bytes held by the workspace pool.");
   m.def("_empty_pool", [] { return empty_pool(); }, "Free the workspace pool; returns bytes.");
 }

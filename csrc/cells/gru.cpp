@@ -20,6 +20,7 @@
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/step_gemm.h"
 #include "common/threading.h"
 
 namespace rnncore {
@@ -41,28 +42,6 @@ inline BlockCols gh_cols(GateBlocks g3, GateBlocks g2, bool reset_after, int k) 
   if (reset_after) return gi_cols(g3, k);
   const idx b = g2.begin(k), w = g2.width(k);
   return {b, b + w, static_cast<idx>(2) * g3.H + static_cast<idx>(k) * kUnitBlock};
-}
-
-// out[:, c0:c1] (+)= a (B,K) . W[c0:c1, :]^T for the rows c0..c1 of a (rows, K) weight.
-template <typename T>
-void rows_fwd(T *out, int ldo, const T *a, int lda, const T *w, int B, int K, int c0, int c1,
-              T beta) {
-  if (c1 <= c0) return;
-  if (B == 1)
-    gemv<T>(false, c1 - c0, K, T(1), w + static_cast<idx>(c0) * K, K, a, beta, out + c0);
-  else
-    gemm_cols<T>(c0, c1, false, true, B, K, a, lda, w, K, beta, out, ldo);
-}
-
-// out[:, j0:j1] (+)= a (B,K) . W[:, j0:j1] for a (K, H) weight.
-template <typename T>
-void cols_bwd(T *out, const T *a, int lda, const T *w, int B, int K, int H, int j0, int j1,
-              T beta) {
-  if (j1 <= j0) return;
-  if (B == 1)
-    gemv<T>(true, K, j1 - j0, T(1), w + j0, H, a, beta, out + j0);
-  else
-    gemm_cols<T>(j0, j1, false, false, B, K, a, lda, w, H, beta, out, H);
 }
 
 // out[c0:c1] = column sums over `rows` rows of src (leading dimension ld).
@@ -87,22 +66,24 @@ void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const T *h0, const 
   const GateBlocks g3{H, 3}, g2{H, 2};
   const T *w_hn = w_hh + 2 * static_cast<idx>(H) * H;  // (H,H) plain rows (reset_after = false)
   const int nt = threads_for(2.0 * B * G * H * H, g3.blocks());
+  // reset_after: h W_hh^T for all three gates; else h W_rz^T (2H columns) and (r ⊙ h) W_hn^T.
+  const PackArena<T> arena(H, reset_after ? G * H : 2 * H, nt), arena_n(H, reset_after ? 0 : H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, np, p, kUnitBlock);
     const int j0 = r.begin, j1 = r.end;
     const int k0 = j0 / kUnitBlock, k1 = (j1 + kUnitBlock - 1) / kUnitBlock;
+    const int gates_here = reset_after ? G : 2;
+    const StepGemm<T> rec = arena.slice(w_hh, H, true, gates_here * j0, gates_here * j1, p);
+    const StepGemm<T> rec_n =
+        arena_n.slice(w_hn, H, true, reset_after ? 0 : j0, reset_after ? 0 : j1, p);
     if (j1 > j0)  // input projection, this thread's gate columns
       gemm_cols<T>(G * j0, G * j1, false, true, T_ * B, D, x, D, w_ih, D, T(0), gates, G * H);
     for (int t = 0; t < T_; ++t) {
       const T *hp = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H) h_{t-1}
       T *gt = gates + t * BG, *at = aux + t * BH, *ht = hs + t * BH;
-      if (reset_after) {
-        rows_fwd<T>(gh, G * H, hp, H, w_hh, B, H, G * j0, G * j1, T(0));
-      } else {
-        rows_fwd<T>(gh, G * H, hp, H, w_hh, B, H, 2 * j0, 2 * j1, T(0));
-      }
+      rec.run(gh, G * H, hp, H, B, false);
       for (int k = k0; k < k1; ++k) {
         const int w = g3.width(k), u0 = k * kUnitBlock;
         const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, reset_after, k);
@@ -140,7 +121,7 @@ void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const T *h0, const 
       if (!reset_after) {
 #pragma omp barrier
         // n's recurrent term needs r ⊙ h of every unit.
-        rows_fwd<T>(gh + 2 * static_cast<idx>(H), G * H, at, H, w_hn, B, H, j0, j1, T(0));
+        rec_n.run(gh + 2 * static_cast<idx>(H), G * H, at, H, B, false);
         for (int k = k0; k < k1; ++k) {
           const int w = g3.width(k), u0 = k * kUnitBlock;
           const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, false, k);
@@ -182,12 +163,17 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
   }
   const T *w_hn = w_hh + 2 * static_cast<idx>(H) * H;
   const int nt = threads_for(2.0 * B * G * H * H, g3.blocks());
+  // d(gh) W_hh for this thread's units (K = 3H, or 2H for the r, z rows), and d(n) W_hn.
+  const PackArena<T> arena(reset_after ? G * H : 2 * H, H, nt), arena_n(H, reset_after ? 0 : H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, np, p, kUnitBlock);
     const int j0 = r.begin, j1 = r.end;
     const int k0 = j0 / kUnitBlock, k1 = (j1 + kUnitBlock - 1) / kUnitBlock;
+    const StepGemm<T> rec = arena.slice(w_hh, H, false, j0, j1, p);
+    const StepGemm<T> rec_n =
+        arena_n.slice(w_hn, H, false, reset_after ? 0 : j0, reset_after ? 0 : j1, p);
     for (int b = 0; b < B; ++b)
       for (int j = j0; j < j1; ++j) {
         const idx i = static_cast<idx>(b) * H + j;
@@ -238,7 +224,7 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
       if (!reset_after) {
         // d(r ⊙ h) = d(n_pre) W_hn needs every unit's d(n_pre); then r's gradient and the
         // path through r ⊙ h.
-        cols_bwd<T>(drh, dht + 2 * static_cast<idx>(H), G * H, w_hn, B, H, H, j0, j1, T(0));
+        rec_n.run(drh, H, dht + 2 * static_cast<idx>(H), G * H, B, false);
         for (int k = k0; k < k1; ++k) {
           const int w = g3.width(k), u0 = k * kUnitBlock;
           const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, false, k);
@@ -257,10 +243,7 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
 #pragma omp barrier
       }
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
-      if (reset_after)
-        cols_bwd<T>(dh, dht, G * H, w_hh, B, G * H, H, j0, j1, T(1));
-      else
-        cols_bwd<T>(dh, dht, G * H, w_hh, B, 2 * H, H, j0, j1, T(1));
+      rec.run(dh, H, dht, G * H, B, true);
     }
     for (int b = 0; b < B; ++b)
       for (int j = j0; j < j1; ++j)

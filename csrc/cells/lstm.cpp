@@ -18,6 +18,7 @@
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/step_gemm.h"
 #include "common/threading.h"
 
 namespace rnncore {
@@ -98,27 +99,6 @@ void lstm_cell_block_backward(T *dgates_t, T *dc, const T *dh, const T *dy_t, co
   }
 }
 
-// out[:, 4*j0 : 4*j1] (+)= h (B,H) . W[4*j0 : 4*j1, :]^T: the gates of units [j0, j1).
-template <typename T>
-void gates_fwd(T *out, const T *h, const T *w, int B, int H, int j0, int j1) {
-  if (j1 <= j0) return;
-  const int c0 = G * j0, c1 = G * j1;
-  if (B == 1)
-    gemv<T>(false, c1 - c0, H, T(1), w + static_cast<idx>(c0) * H, H, h, T(1), out + c0);
-  else
-    gemm_cols<T>(c0, c1, false, true, B, H, h, H, w, H, T(1), out, G * H);
-}
-
-// dh[:, j0:j1] = dgates (B,4H) . W[:, j0:j1]  (W blocked (4H,H): its columns are units).
-template <typename T>
-void gates_bwd(T *dh, const T *dgates, const T *w, int B, int H, int j0, int j1) {
-  if (j1 <= j0) return;
-  if (B == 1)
-    gemv<T>(true, G * H, j1 - j0, T(1), w + j0, H, dgates, T(0), dh + j0);
-  else
-    gemm_cols<T>(j0, j1, false, false, B, G * H, dgates, G * H, w, H, T(0), dh, H);
-}
-
 }  // namespace
 
 template <typename T>
@@ -128,11 +108,14 @@ void lstm_forward(T *hs, T *cs, T *gates, const T *x, const T *h0, const T *c0, 
   const idx BH = static_cast<idx>(B) * H, BG = BH * G;
   const GateBlocks gb{H, G};
   const int nt = threads_for(2.0 * B * G * H * H, gb.blocks());
+  const PackArena<T> arena(H, G * H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, np, p, kUnitBlock);  // this thread's hidden units
     const int k0 = r.begin / kUnitBlock, k1 = (r.end + kUnitBlock - 1) / kUnitBlock;
+    // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
+    const StepGemm<T> rec = arena.slice(w_hh, H, true, G * r.begin, G * r.end, p);
     // Input projection of all T*B rows, this thread's gate columns.
     if (r.end > r.begin)
       gemm_cols<T>(G * r.begin, G * r.end, false, true, T_ * B, D, x, D, w_ih, D, T(0), gates,
@@ -141,7 +124,7 @@ void lstm_forward(T *hs, T *cs, T *gates, const T *x, const T *h0, const T *c0, 
       const T *h_prev = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H)
       const T *c_prev = t == 0 ? c0 : cs + (t - 1) * BH;  // (B,H)
       T *g = gates + t * BG;                              // (B,4H)
-      gates_fwd<T>(g, h_prev, w_hh, B, H, r.begin, r.end);
+      rec.run(g, G * H, h_prev, H, B, true);
       for (int k = k0; k < k1; ++k)
         lstm_cell_block<T>(g, cs + t * BH, hs + t * BH, c_prev, bias, gb, k, B, H);
 #pragma omp barrier
@@ -167,11 +150,13 @@ void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, 
     return;
   }
   const int nt = threads_for(2.0 * B * G * H * H, gb.blocks());
+  const PackArena<T> arena(G * H, H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, np, p, kUnitBlock);
     const int j0 = r.begin, j1 = r.end;
+    const StepGemm<T> rec = arena.slice(w_hh, H, false, j0, j1, p);  // dgates W_hh
     const int k0 = j0 / kUnitBlock, k1 = (j1 + kUnitBlock - 1) / kUnitBlock;
     // dc runs in dc0 (each thread its own units); dh holds the incoming dh of the step.
     for (int b = 0; b < B; ++b)
@@ -187,7 +172,7 @@ void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, 
                                     c_states + (t + 1) * BH, c_states + t * BH, gb, k, B, H);
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] needs every gate column of dgates[t]: after the barrier.
-      gates_bwd<T>(t > 0 ? dh : dh0, dgates + t * BG, w_hh, B, H, j0, j1);
+      rec.run(t > 0 ? dh : dh0, H, dgates + t * BG, G * H, B, false);
     }
     // Whole-sequence weight gradients for this thread's gate rows [4*j0, 4*j1), computed in
     // the blocked order into the scratch, then put back in PyTorch's order.

@@ -22,6 +22,7 @@
 
 #include "common/activations.h"
 #include "common/blas.h"
+#include "common/step_gemm.h"
 #include "common/threading.h"
 
 namespace rnncore {
@@ -81,26 +82,6 @@ void activate_backward(T *g, const T *dy, const T *h, Activation act, int B, int
   }
 }
 
-// out[:, j0:j1] (+)= h (B,H) . W[j0:j1, :]^T  -- the forward recurrent product, one slice.
-template <typename T>
-void recurrent_fwd(T *out, const T *h, const T *w, T beta, int B, int H, int j0, int j1) {
-  if (j1 <= j0) return;
-  if (B == 1)
-    gemv<T>(false, j1 - j0, H, T(1), w + static_cast<idx>(j0) * H, H, h, beta, out + j0);
-  else
-    gemm_cols<T>(j0, j1, false, true, B, H, h, H, w, H, beta, out, H);
-}
-
-// out[:, j0:j1] = g (B,H) . W[:, j0:j1]  -- the backward recurrent product, one slice.
-template <typename T>
-void recurrent_bwd(T *out, const T *g, const T *w, int B, int H, int j0, int j1) {
-  if (j1 <= j0) return;
-  if (B == 1)
-    gemv<T>(true, H, j1 - j0, T(1), w + j0, H, g, T(0), out + j0);
-  else
-    gemm_cols<T>(j0, j1, false, false, B, H, g, H, w, H, T(0), out, H);
-}
-
 }  // namespace
 
 template <typename T>
@@ -109,17 +90,19 @@ void rnn_forward(T *hs, const T *x, const T *h0, const T *w_ih, const T *w_hh, c
   if (T_ == 0 || B == 0 || H == 0) return;
   const idx BH = static_cast<idx>(B) * H;
   const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
+  const PackArena<T> arena(H, H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int p = omp_get_num_threads() > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, omp_get_num_threads(), p, kColAlign);
+    const StepGemm<T> rec = arena.slice(w_hh, H, true, r.begin, r.end, p);  // h W_hh^T
     // Input projection of all T*B rows, this thread's columns: hs[:, :, j0:j1] = x W_ih[j0:j1]^T
     if (r.end > r.begin)
       gemm_cols<T>(r.begin, r.end, false, true, T_ * B, D, x, D, w_ih, D, T(0), hs, H);
     for (int t = 0; t < T_; ++t) {
       const T *h_prev = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H)
       T *h = hs + t * BH;                                 // (B,H)
-      recurrent_fwd<T>(h, h_prev, w_hh, T(1), B, H, r.begin, r.end);
+      rec.run(h, H, h_prev, H, B, true);
       activate<T>(h, bias, act, B, H, r.begin, r.end);
 #pragma omp barrier
     }
@@ -141,12 +124,14 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
     return;
   }
   const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
+  const PackArena<T> arena(H, H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const int np = omp_get_num_threads();
     const int p = np > 1 ? omp_get_thread_num() : 0;
     const Range r = split(H, np, p, kColAlign);
     const int j0 = r.begin, j1 = r.end;
+    const StepGemm<T> rec = arena.slice(w_hh, H, false, j0, j1, p);  // dpre W_hh
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
     T *g = dpre + (T_ - 1) * BH;  // (B,H)
     for (int b = 0; b < B; ++b)
@@ -157,7 +142,7 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
     for (int t = T_ - 1; t >= 0; --t) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place.
       T *g_prev = t > 0 ? dpre + (t - 1) * BH : dh0;  // (B,H)
-      recurrent_bwd<T>(g_prev, dpre + t * BH, w_hh, B, H, j0, j1);
+      rec.run(g_prev, H, dpre + t * BH, H, B, false);
       if (t > 0)
         activate_backward<T>(g_prev, dy ? dy + (t - 1) * BH : nullptr, states + t * BH, act, B, H,
                              j0, j1);

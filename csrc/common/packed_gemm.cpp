@@ -1,0 +1,233 @@
+#include "common/packed_gemm.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define RNNCORE_X86 1
+#endif
+
+namespace rnncore {
+
+namespace {
+
+using idx = std::ptrdiff_t;
+
+// --- portable: the reference the SIMD kernels are checked against ----------------------------
+
+template <int MR>
+void ukernel_portable(const float *a, int lda, const float *p, int K, float *c, int ldc, int n,
+                      bool acc) {
+  constexpr int NR = 16;
+  float s[MR][NR] = {};
+  for (int k = 0; k < K; ++k) {
+    const float *pk = p + static_cast<idx>(k) * NR;
+    for (int m = 0; m < MR; ++m) {
+      const float am = a[static_cast<idx>(m) * lda + k];
+      for (int j = 0; j < NR; ++j) s[m][j] += am * pk[j];
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    float *cm = c + static_cast<idx>(m) * ldc;
+    for (int j = 0; j < n; ++j) cm[j] = acc ? cm[j] + s[m][j] : s[m][j];
+  }
+}
+
+#ifdef RNNCORE_X86
+
+// --- AVX2 + FMA: 6 x 16 ----------------------------------------------------------------------
+
+template <int MR>
+__attribute__((target("avx2,fma"))) void ukernel_avx2(const float *a, int lda, const float *p,
+                                                      int K, float *c, int ldc, int n, bool acc) {
+  __m256 c0[MR], c1[MR];
+  for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    const __m256 b0 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16);
+    const __m256 b1 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16 + 8);
+    for (int m = 0; m < MR; ++m) {
+      const __m256 am = _mm256_broadcast_ss(a + static_cast<idx>(m) * lda + k);
+      c0[m] = _mm256_fmadd_ps(am, b0, c0[m]);
+      c1[m] = _mm256_fmadd_ps(am, b1, c1[m]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    float *cm = c + static_cast<idx>(m) * ldc;
+    if (n == 16) {
+      if (acc) {
+        c0[m] = _mm256_add_ps(c0[m], _mm256_loadu_ps(cm));
+        c1[m] = _mm256_add_ps(c1[m], _mm256_loadu_ps(cm + 8));
+      }
+      _mm256_storeu_ps(cm, c0[m]);
+      _mm256_storeu_ps(cm + 8, c1[m]);
+    } else {  // a partial panel: through a small buffer, never touching C past column n
+      alignas(32) float tmp[16];
+      _mm256_store_ps(tmp, c0[m]);
+      _mm256_store_ps(tmp + 8, c1[m]);
+      for (int j = 0; j < n; ++j) cm[j] = acc ? cm[j] + tmp[j] : tmp[j];
+    }
+  }
+}
+
+// --- AVX-512: 12 x 32 ------------------------------------------------------------------------
+
+template <int MR>
+__attribute__((target("avx512f"))) void ukernel_avx512(const float *a, int lda, const float *p,
+                                                       int K, float *c, int ldc, int n, bool acc) {
+  __m512 c0[MR], c1[MR];
+  for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm512_setzero_ps();
+  for (int k = 0; k < K; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32);
+    const __m512 b1 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32 + 16);
+    for (int m = 0; m < MR; ++m) {
+      const __m512 am = _mm512_set1_ps(a[static_cast<idx>(m) * lda + k]);
+      c0[m] = _mm512_fmadd_ps(am, b0, c0[m]);
+      c1[m] = _mm512_fmadd_ps(am, b1, c1[m]);
+    }
+  }
+  const __mmask16 k0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
+  const __mmask16 k1 = n >= 32 ? __mmask16(0xFFFF) : n > 16 ? __mmask16((1u << (n - 16)) - 1) : 0;
+  for (int m = 0; m < MR; ++m) {
+    float *cm = c + static_cast<idx>(m) * ldc;
+    if (acc) {
+      c0[m] = _mm512_add_ps(c0[m], _mm512_maskz_loadu_ps(k0, cm));
+      c1[m] = _mm512_add_ps(c1[m], _mm512_maskz_loadu_ps(k1, cm + 16));
+    }
+    _mm512_mask_storeu_ps(cm, k0, c0[m]);
+    _mm512_mask_storeu_ps(cm + 16, k1, c1[m]);
+  }
+}
+
+#endif  // RNNCORE_X86
+
+// A micro-kernel for a compile-time row count MR, so the accumulators stay in registers:
+// C (MR x n) (+)= A (MR x K) . panel (K x NR), n <= NR.
+using Ukernel = void (*)(const float *, int, const float *, int, float *, int, int, bool);
+
+// Indexed by the row count 1..MR (slot 0 unused).
+constexpr Ukernel kPortable[] = {nullptr, &ukernel_portable<1>, &ukernel_portable<2>,
+                                 &ukernel_portable<3>, &ukernel_portable<4>};
+#ifdef RNNCORE_X86
+constexpr Ukernel kAvx2[] = {nullptr,          &ukernel_avx2<1>, &ukernel_avx2<2>, &ukernel_avx2<3>,
+                             &ukernel_avx2<4>, &ukernel_avx2<5>, &ukernel_avx2<6>};
+constexpr Ukernel kAvx512[] = {nullptr,
+                               &ukernel_avx512<1>,
+                               &ukernel_avx512<2>,
+                               &ukernel_avx512<3>,
+                               &ukernel_avx512<4>,
+                               &ukernel_avx512<5>,
+                               &ukernel_avx512<6>,
+                               &ukernel_avx512<7>,
+                               &ukernel_avx512<8>,
+                               &ukernel_avx512<9>,
+                               &ukernel_avx512<10>,
+                               &ukernel_avx512<11>,
+                               &ukernel_avx512<12>};
+#endif
+
+struct PathInfo {
+  const Ukernel *table;
+  int mr, nr;
+};
+
+PathInfo info(GemmPath p) {
+  switch (p) {
+#ifdef RNNCORE_X86
+    case GemmPath::Avx512:
+      return {kAvx512, 12, 32};
+    case GemmPath::Avx2:
+      return {kAvx2, 6, 16};
+#endif
+    default:
+      return {kPortable, 4, 16};
+  }
+}
+
+GemmPath detect() {
+#ifdef RNNCORE_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return GemmPath::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return GemmPath::Avx2;
+#endif
+  return GemmPath::Portable;
+}
+
+std::atomic<int> g_path{-1};
+
+}  // namespace
+
+GemmPath best_gemm_path() {
+  static const GemmPath best = detect();
+  return best;
+}
+
+GemmPath gemm_path() {
+  const int p = g_path.load(std::memory_order_relaxed);
+  return p < 0 ? best_gemm_path() : static_cast<GemmPath>(p);
+}
+
+bool set_gemm_path(GemmPath p) {
+  if (static_cast<int>(p) > static_cast<int>(best_gemm_path())) return false;
+  g_path.store(static_cast<int>(p), std::memory_order_relaxed);
+  return true;
+}
+
+const char *gemm_path_name(GemmPath p) {
+  switch (p) {
+    case GemmPath::Blas:
+      return "blas";
+    case GemmPath::Portable:
+      return "portable";
+    case GemmPath::Avx2:
+      return "avx2";
+    case GemmPath::Avx512:
+      return "avx512";
+  }
+  return "?";
+}
+
+int packed_nr(GemmPath p) {
+  return info(p).nr;
+}
+
+void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0, int n1, int NR) {
+  const int N = n1 - n0;
+  for (int j0 = 0; j0 < N; j0 += NR) {
+    const int nb = std::min(NR, N - j0);
+    float *panel = dst + static_cast<idx>(j0) * K;  // K x NR
+    for (int k = 0; k < K; ++k) {
+      float *row = panel + static_cast<idx>(k) * NR;
+      if (trans)
+        for (int j = 0; j < nb; ++j) row[j] = w[static_cast<idx>(n0 + j0 + j) * ldw + k];
+      else
+        std::memcpy(row, w + static_cast<idx>(k) * ldw + n0 + j0, sizeof(float) * nb);
+      for (int j = nb; j < NR; ++j) row[j] = 0.0f;
+    }
+  }
+}
+
+void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, const float *packed,
+                 int M, int N, int K, bool accumulate) {
+  if (M <= 0 || N <= 0) return;
+  const PathInfo pi = info(path);
+  if (K <= 0) {
+    if (!accumulate)
+      for (int m = 0; m < M; ++m)
+        std::fill(c + static_cast<idx>(m) * ldc, c + static_cast<idx>(m) * ldc + N, 0.0f);
+    return;
+  }
+  // Panel-outer: one panel (K x NR floats) stays in cache while every row block uses it.
+  for (int j0 = 0; j0 < N; j0 += pi.nr) {
+    const int nb = std::min(pi.nr, N - j0);
+    const float *panel = packed + static_cast<idx>(j0) * K;
+    for (int m0 = 0; m0 < M; m0 += pi.mr) {
+      const int rows = std::min(pi.mr, M - m0);
+      pi.table[rows](a + static_cast<idx>(m0) * lda, lda, panel, K,
+                     c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
+    }
+  }
+}
+
+}  // namespace rnncore

@@ -1,0 +1,46 @@
+// A packed float32 GEMM for the recurrent product of each time step.
+//
+// W_hh is the same for all T steps, so each thread packs its slice of it once per call into
+// panels of NR columns (K rows of NR contiguous floats, zero-padded) and then runs a register-
+// blocked micro-kernel over (MR rows of the state) x (one panel) for every step. OpenBLAS's
+// small-M sgemm reaches only about half of what such a kernel does on AVX-512 (DESIGN.md), and
+// much less under OPENBLAS_CORETYPE=Haswell.
+//
+// Every element of C is one dot product accumulated over k = 0..K-1 in order, whatever the
+// shape of the call: results do not depend on how the columns are split between threads.
+//
+// Kernels, chosen at run time from the CPU (not from OPENBLAS_CORETYPE):
+//   avx512   MR = 12, NR = 32   (two zmm per row, 24 accumulators)
+//   avx2     MR = 6,  NR = 16   (two ymm per row, 12 accumulators; AVX2 + FMA)
+//   portable MR = 4,  NR = 16   (plain C++, always correct; the reference for the others)
+// and "blas" sends the product back to OpenBLAS.
+#pragma once
+
+#include <cstddef>
+
+namespace rnncore {
+
+enum class GemmPath { Blas = 0, Portable = 1, Avx2 = 2, Avx512 = 3 };
+
+GemmPath gemm_path();            // the path the float32 kernels use
+bool set_gemm_path(GemmPath p);  // false (and no change) if the CPU cannot run it
+GemmPath best_gemm_path();       // what the CPU supports best
+const char *gemm_path_name(GemmPath p);
+int packed_nr(GemmPath p);  // panel width of a path
+
+// Floats needed to pack a K x N block with panel width NR.
+inline std::size_t packed_floats(int K, int N, int NR) {
+  return static_cast<std::size_t>(K) * static_cast<std::size_t>((N + NR - 1) / NR * NR);
+}
+
+// Pack columns [n0, n1) of op(W) (K x N_total) into `dst` (packed_floats(K, n1 - n0, NR)):
+//   trans = true:  op(W) = W^T, W (N_total x K) row-major with leading dimension ldw;
+//   trans = false: op(W) = W,   W (K x N_total) row-major with leading dimension ldw.
+void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0, int n1, int NR);
+
+// C (M x N) = A (M x K) . P  (or C += ... with accumulate), P packed by pack_panels for the
+// same path; A and C row-major with leading dimensions lda and ldc.
+void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, const float *packed,
+                 int M, int N, int K, bool accumulate);
+
+}  // namespace rnncore

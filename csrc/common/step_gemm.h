@@ -1,0 +1,87 @@
+// The recurrent product of one time step, restricted to one thread's columns:
+//
+//   C[:, c0:c1] (+)= A (M x K) . op(W)[:, c0:c1],   op(W) = W^T (trans) or W
+//
+// float32 runs on the packed micro-kernel (common/packed_gemm.h): the thread packs its slice of
+// W once per call, then every step reuses the panels. float64, or the "blas" path, calls
+// OpenBLAS (gemv for a single row). The cells only ever see StepGemm::run, so the kernel
+// behind it can change without touching them.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+#include "common/blas.h"
+#include "common/packed_gemm.h"
+#include "common/workspace.h"
+
+namespace rnncore {
+
+template <typename T>
+class StepGemm {
+ public:
+  StepGemm(const T *w, int ldw, bool trans, int K, int c0, int c1, const float *packed,
+           GemmPath path)
+      : w_(w), ldw_(ldw), trans_(trans), K_(K), c0_(c0), c1_(c1), packed_(packed), path_(path) {}
+
+  void run(T *c, int ldc, const T *a, int lda, int M, bool accumulate) const {
+    if (c1_ <= c0_ || M <= 0) return;
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_) {
+        gemm_packed(path_, c + c0_, ldc, a, lda, packed_, M, c1_ - c0_, K_, accumulate);
+        return;
+      }
+    }
+    const T beta = accumulate ? T(1) : T(0);
+    const std::ptrdiff_t c0 = c0_;
+    if (M == 1)
+      gemv<T>(!trans_, trans_ ? c1_ - c0_ : K_, trans_ ? K_ : c1_ - c0_, T(1),
+              trans_ ? w_ + c0 * ldw_ : w_ + c0, ldw_, a, beta, c + c0);
+    else
+      gemm_cols<T>(c0_, c1_, false, trans_, M, K_, a, lda, w_, ldw_, beta, c, ldc);
+  }
+
+ private:
+  const T *w_;
+  int ldw_;
+  bool trans_;
+  int K_, c0_, c1_;
+  const float *packed_;
+  GemmPath path_;
+};
+
+// Room for the packed slices of every thread of one parallel region; allocated before the
+// region (no allocation inside it), one slice per thread.
+template <typename T>
+class PackArena {
+ public:
+  // K: the product's inner size; N: total columns of op(W); threads: the region's size.
+  PackArena(int K, int N, int threads)
+      : path_(std::is_same_v<T, float> ? gemm_path() : GemmPath::Blas),
+        nr_(packed_nr(path_)),
+        K_(K),
+        block_(path_ == GemmPath::Blas ? 0
+                                       : packed_floats(K, N + threads * nr_, nr_) * sizeof(float)) {
+  }
+
+  // Thread p's StepGemm for columns [c0, c1); packs them (float32) on the calling thread.
+  StepGemm<T> slice(const T *w, int ldw, bool trans, int c0, int c1, int p) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (path_ != GemmPath::Blas && c1 > c0) {
+        // Thread p's slice starts at column c0 + p*NR of the arena: slices never overlap.
+        float *dst = block_.as<float>() + static_cast<std::ptrdiff_t>(K_) * (c0 + p * nr_);
+        pack_panels(dst, w, ldw, trans, K_, c0, c1, nr_);
+        return StepGemm<T>(w, ldw, trans, K_, c0, c1, dst, path_);
+      }
+    }
+    (void)p;
+    return StepGemm<T>(w, ldw, trans, K_, c0, c1, nullptr, GemmPath::Blas);
+  }
+
+ private:
+  GemmPath path_;
+  int nr_, K_;
+  Block block_;
+};
+
+}  // namespace rnncore

@@ -133,7 +133,7 @@ def test_bytes_mode_of_a_utf8_file_counts_bytes(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="text file not found: .*nope.txt"):
+    with pytest.raises(FileNotFoundError, match=r"text file not found: .*nope\.txt"):
         load_corpus(tmp_path / "nope.txt")
 
 
@@ -373,7 +373,7 @@ def test_iterator_refuses_a_state_of_other_data_or_shape():
         BatchIterator(ids, 4, 6).load_state_dict(state)
     other = ids.copy()
     other[3] += 1
-    with pytest.raises(ValueError, match="saved for other data .*same text file"):
+    with pytest.raises(ValueError, match=r"saved for other data .*same text file"):
         BatchIterator(other, 4, 5).load_state_dict(state)
     with pytest.raises(ValueError, match=r"missing key\(s\) \['crc32'\]"):
         BatchIterator(ids, 4, 5).load_state_dict({k: v for k, v in state.items() if k != "crc32"})

@@ -146,7 +146,7 @@ def test_param_group_packs_views_into_one_aligned_buffer(rng):
     group.data *= 0.5
     assert np.array_equal(group.params["bias_ih_l0"], params["bias_ih_l0"] * 0.5)
     mask = np.ones(group.data.size, bool)  # the padding between views is zero
-    for off, shape in zip(group.offsets, group.shapes):
+    for off, shape in zip(group.offsets, group.shapes, strict=True):
         mask[off : off + math.prod(shape)] = False
     assert mask.any() and not group.data[mask].any()
 
@@ -202,7 +202,7 @@ def test_optimizer_matches_reference_formulas(rng, name, kwargs, tname, tkwargs)
             p = reference_step(name, kwargs, p, g[k], state, t)
         np.testing.assert_allclose(group.params[k], p, rtol=1e-12, atol=1e-14)
     mask = np.ones(group.data.size, bool)  # the padding stays zero through updates
-    for off, shape in zip(group.offsets, group.shapes):
+    for off, shape in zip(group.offsets, group.shapes, strict=True):
         mask[off : off + math.prod(shape)] = False
     assert not group.data[mask].any()
 
@@ -344,11 +344,11 @@ def test_clip_grad_norm_matches_torch_and_returns_the_norm_before(rng):
         return
     tgrads = [torch.tensor(g) for g in before.values()]
     tparams = [torch.zeros_like(g, requires_grad=True) for g in tgrads]
-    for p, g in zip(tparams, tgrads):
+    for p, g in zip(tparams, tgrads, strict=True):
         p.grad = g.clone()
     tnorm = torch.nn.utils.clip_grad_norm_(tparams, 1.0)
     assert norm == pytest.approx(float(tnorm), rel=1e-12)
-    for p, k in zip(tparams, before):
+    for p, k in zip(tparams, before, strict=True):
         np.testing.assert_allclose(group.grads[k], p.grad.numpy(), rtol=1e-12)
 
 

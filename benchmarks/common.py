@@ -508,7 +508,10 @@ def _under(path: str, module: ModuleType | None) -> bool:
     """Whether a library path lies inside the installed package of module."""
     if module is None or module.__file__ is None:
         return False
-    root = Path(module.__file__).resolve().parent
+    # The compiled extension, not __file__: an editable install keeps the Python sources in the
+    # checkout and the libraries in site-packages.
+    ext = getattr(module, "_core", module)
+    root = Path(ext.__file__).resolve().parent
     return Path(path).resolve().is_relative_to(root)
 
 

@@ -28,6 +28,16 @@ namespace {
 
 using idx = std::ptrdiff_t;
 
+// The scope of a compute call: BLAS back at one thread (with the GIL still held), then the GIL
+// released for the kernel.
+class ComputeScope {
+  // Members are constructed in order: BLAS is reset while the GIL is held, then it is released.
+  struct Serial {
+    Serial() { ensure_blas_serial(); }
+  } serial_;
+  py::gil_scoped_release nogil_;
+};
+
 // ------------------------------------------------------------------------------------------
 // Validation helpers
 // ------------------------------------------------------------------------------------------
@@ -480,7 +490,7 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   if (!training) {
     Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
     {
-      py::gil_scoped_release nogil;
+      ComputeScope nogil;
       if (!h0) {
         std::memset(zeros.as<T>(), 0, zeros.bytes());
         h0 = zeros.as<T>();
@@ -495,7 +505,7 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   fill_cache(*c, a, dt, 1);
   c->act = act;
   {
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     T *hs = c->h_states.as<T>();
     copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, 1);
     rnn_forward<T>(hs + BH, c->x.as<T>(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), act,
@@ -544,7 +554,7 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
     T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
       *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.h_states.as<T>(),
                     c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D),
                     int(H));
@@ -638,7 +648,7 @@ py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
   c->gates = Block(static_cast<std::size_t>(Tn * B * G * H) * sz);
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     T *hs = c->h_states.as<T>(), *cs = c->c_states.as<T>();
     copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, G);
     if (c0)
@@ -691,7 +701,7 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n), *dcp = ptr_or_null<T>(dc_n);
     T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(),
       *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     lstm_backward<T>(dxp, dh0p, dc0p, dwi, dwh, dbp, dgates.as<T>(), dw_scratch.as<T>(), dh.as<T>(),
                      dyp, dhp, dcp, c.h_states.as<T>(), c.c_states.as<T>(), c.gates.as<T>(),
                      c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B), int(D), int(H));
@@ -804,7 +814,7 @@ py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool
   Block gh(static_cast<std::size_t>(B * H3) * sz);
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     T *hs = c->h_states.as<T>();
     std::memcpy(c->x.as<T>(), a.x.data(), static_cast<std::size_t>(Tn * B * D) * sz);
     block_gate_rows<T>(c->w_ih.as<T>(), a.w_ih.data(), GateBlocks{int(H), G}, D);
@@ -862,7 +872,7 @@ py::tuple gru_backward_impl(const GruCache &c, py::handle dy_, py::handle dh_n_)
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
     T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
       *dwh = dw_hh.mutable_data(), *dbi = db_ih.mutable_data(), *dbh = db_hh.mutable_data();
-    py::gil_scoped_release nogil;
+    ComputeScope nogil;
     gru_backward<T>(dxp, dh0p, dwi, dwh, dbi, dbh, dgi.as<T>(), dgh.as<T>(), dw_scratch.as<T>(),
                     dh.as<T>(), drh.as<T>(), dyp, dhp, c.h_states.as<T>(), c.gates.as<T>(),
                     c.aux.as<T>(), c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.reset_after,

@@ -199,6 +199,23 @@ def test_thread_count_api():
     assert rnncore.blas_info()["blas_threads"] == 1
 
 
+def test_blas_is_put_back_at_one_thread_after_threadpoolctl_raises_it(rng):
+    """threadpoolctl sees rnncore's OpenBLAS as an ordinary one; a global threadpool_limits
+    would otherwise leave two thread pools fighting inside every kernel."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    ours = [
+        i for i in threadpoolctl.threadpool_info() if "libscipy_openblas_rnncore" in i["filepath"]
+    ]
+    assert len(ours) == 1, "rnncore's OpenBLAS is not visible to threadpoolctl"
+    x, w_ih, w_hh = rng.standard_normal((3, 2, 4)), rng.standard_normal((5, 4)), np.eye(5)
+    want = rnncore.rnn_forward(x, None, w_ih, w_hh)[0]
+    with threadpoolctl.threadpool_limits(limits={ours[0]["filepath"]: 2}):
+        assert rnncore.blas_info()["blas_threads"] == 2  # the limit did reach it
+        got = rnncore.rnn_forward(x, None, w_ih, w_hh)[0]
+        assert rnncore.blas_info()["blas_threads"] == 1  # and the kernel put it back
+    np.testing.assert_array_equal(got, want)
+
+
 def torch_module(torch, cell, D, H, tdt):
     if cell.gates == 1:
         return torch.nn.RNN(D, H, nonlinearity=cell.options["nonlinearity"], dtype=tdt)

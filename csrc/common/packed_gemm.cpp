@@ -38,36 +38,50 @@ void ukernel_portable(const float *a, int lda, const float *p, int K, float *c, 
 #ifdef RNNCORE_X86
 
 // --- AVX2 + FMA: 6 x 16 ----------------------------------------------------------------------
+//
+// Every loop over the MR rows is unrolled (#pragma GCC unroll), the store-out included: if any
+// of them is left as a loop, GCC keeps the accumulator arrays in memory and stores all of them
+// on every k (measured: 10 stores per 12 FMAs, the kernel at a third of its speed).
 
 template <int MR>
 __attribute__((target("avx2,fma"))) void ukernel_avx2(const float *a, int lda, const float *p,
                                                       int K, float *c, int ldc, int n, bool acc) {
   __m256 c0[MR], c1[MR];
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
   for (int k = 0; k < K; ++k) {
     const __m256 b0 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16);
     const __m256 b1 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16 + 8);
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m256 am = _mm256_broadcast_ss(a + static_cast<idx>(m) * lda + k);
       c0[m] = _mm256_fmadd_ps(am, b0, c0[m]);
       c1[m] = _mm256_fmadd_ps(am, b1, c1[m]);
     }
   }
-  for (int m = 0; m < MR; ++m) {
-    float *cm = c + static_cast<idx>(m) * ldc;
-    if (n == 16) {
+  if (n == 16) {
+#pragma GCC unroll 16
+    for (int m = 0; m < MR; ++m) {
+      float *cm = c + static_cast<idx>(m) * ldc;
       if (acc) {
         c0[m] = _mm256_add_ps(c0[m], _mm256_loadu_ps(cm));
         c1[m] = _mm256_add_ps(c1[m], _mm256_loadu_ps(cm + 8));
       }
       _mm256_storeu_ps(cm, c0[m]);
       _mm256_storeu_ps(cm + 8, c1[m]);
-    } else {  // a partial panel: through a small buffer, never touching C past column n
-      alignas(32) float tmp[16];
-      _mm256_store_ps(tmp, c0[m]);
-      _mm256_store_ps(tmp + 8, c1[m]);
-      for (int j = 0; j < n; ++j) cm[j] = acc ? cm[j] + tmp[j] : tmp[j];
     }
+    return;
+  }
+  // A partial panel: through a small buffer, never touching C past column n.
+  alignas(32) float tmp[MR][16];
+#pragma GCC unroll 16
+  for (int m = 0; m < MR; ++m) {
+    _mm256_store_ps(tmp[m], c0[m]);
+    _mm256_store_ps(tmp[m] + 8, c1[m]);
+  }
+  for (int m = 0; m < MR; ++m) {
+    float *cm = c + static_cast<idx>(m) * ldc;
+    for (int j = 0; j < n; ++j) cm[j] = acc ? cm[j] + tmp[m][j] : tmp[m][j];
   }
 }
 
@@ -77,10 +91,12 @@ template <int MR>
 __attribute__((target("avx512f"))) void ukernel_avx512(const float *a, int lda, const float *p,
                                                        int K, float *c, int ldc, int n, bool acc) {
   __m512 c0[MR], c1[MR];
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm512_setzero_ps();
   for (int k = 0; k < K; ++k) {
     const __m512 b0 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32);
     const __m512 b1 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32 + 16);
+#pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
       const __m512 am = _mm512_set1_ps(a[static_cast<idx>(m) * lda + k]);
       c0[m] = _mm512_fmadd_ps(am, b0, c0[m]);
@@ -89,6 +105,7 @@ __attribute__((target("avx512f"))) void ukernel_avx512(const float *a, int lda, 
   }
   const __mmask16 k0 = n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1);
   const __mmask16 k1 = n >= 32 ? __mmask16(0xFFFF) : n > 16 ? __mmask16((1u << (n - 16)) - 1) : 0;
+#pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) {
     float *cm = c + static_cast<idx>(m) * ldc;
     if (acc) {

@@ -26,4 +26,8 @@ void init_threading() {
   g_num_threads.store(std::max(1, omp_get_max_threads()), std::memory_order_relaxed);
 }
 
+void ensure_blas_serial() {
+  if (scipy_openblas_get_num_threads() != 1) scipy_openblas_set_num_threads(1);
+}
+
 }  // namespace rnncore

@@ -17,6 +17,12 @@ void set_num_threads(int n);
 // Called once at import: OpenBLAS at one thread, thread count initialised from the environment.
 void init_threading();
 
+// Put the vendored OpenBLAS back at one thread if something changed it (threadpoolctl's
+// threadpool_limits sees it as an ordinary OpenBLAS and may raise it): OpenBLAS's pthreads
+// inside rnncore's OpenMP threads oversubscribe the cores, ~10x slower. A read of a global
+// when nothing changed; called before every compute call, with the GIL held.
+void ensure_blas_serial();
+
 // Threads worth using for a job of `flops` floating-point operations split into at most
 // `max_parts` parts: a fork/join or barrier costs about a microsecond, so each thread should
 // get at least `min_flops_per_thread` of work.

@@ -17,13 +17,20 @@ from ._core import (
     get_num_threads,
     gru_backward,
     gru_forward,
+    linear_cross_entropy,
     lstm_backward,
     lstm_forward,
     rnn_backward,
     rnn_forward,
     set_num_threads,
+    softmax_cross_entropy,
 )
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
 from .layers import GRU, LSTM, RNN
+from .model import CharRNN
+from .sample import generate, sample_stream
+from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
 
 try:
     __version__ = version("rnncore")
@@ -34,18 +41,36 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "CharRNN",
+    "Checkpoint",
+    "CheckpointError",
+    "Corpus",
+    "DataError",
     "GRUCache",
     "LSTMCache",
     "RNNCache",
+    "StepInfo",
+    "TrainConfig",
+    "Trainer",
+    "TrainingDiverged",
+    "Vocabulary",
     "__version__",
     "blas_info",
+    "generate",
     "get_num_threads",
     "gru_backward",
     "gru_forward",
+    "linear_cross_entropy",
+    "load_checkpoint",
+    "load_corpus",
     "lstm_backward",
     "lstm_forward",
+    "make_batch_iterators",
     "reference",
     "rnn_backward",
     "rnn_forward",
+    "sample_stream",
+    "save_checkpoint",
     "set_num_threads",
+    "softmax_cross_entropy",
 ]

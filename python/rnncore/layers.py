@@ -204,6 +204,24 @@ class _RecurrentStack(Generic[S]):
         for name, v in new.items():
             self._params[name][...] = v
 
+    def _use_buffers(self, params: dict[str, Array], grads: dict[str, Array]) -> None:
+        """Compute with these arrays from now on (views into an owner's flat buffers, such as a
+        ParamGroup's): the same names, shapes and dtype as parameters(); their values are the
+        owner's (the layer's own arrays are dropped)."""
+        where = f"{type(self).__name__}._use_buffers"
+        for given, what in ((params, "params"), (grads, "grads")):
+            if set(given) != set(self._params):
+                raise ValueError(f"{where}: {what} must have keys {sorted(self._params)}")
+            for name, a in given.items():
+                p = self._params[name]
+                if a.shape != p.shape or a.dtype != p.dtype or not a.flags.c_contiguous:
+                    raise ValueError(
+                        f"{where}: {what}[{name!r}] must be C-contiguous {p.dtype} of shape "
+                        f"{p.shape}, got {a.dtype} {a.shape}"
+                    )
+        self._params = {name: params[name] for name in self._params}
+        self._grads = {name: grads[name] for name in self._params}
+
     # --- forward / backward -------------------------------------------------------------------
 
     def forward(

@@ -1,0 +1,477 @@
+"""The ``rnncore`` command line: ``rnncore train`` and ``rnncore sample``.
+
+    rnncore train                         # an LSTM 2x128 on the shipped tiny-shakespeare
+    rnncore train input.txt --cell gru --max-epochs 10 --checkpoint gru.npz
+    rnncore sample checkpoint.npz --prime "ROMEO:" --length 500 --temperature 0.8
+
+Bad flags or files print one clear line and exit with status 2; Ctrl-C during training saves a
+checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+from . import set_num_threads
+from .checkpoint import CheckpointError, load_checkpoint
+from .data import ENCODINGS, DataError, load_corpus
+from .model import CELLS
+from .optim import OPTIMIZERS
+from .sample import sample_stream
+from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged, model_from_checkpoint
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A bad flag, file or value: printed as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def _number(low: float, high: float = math.inf, *, low_ok: bool = True):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (v >= low if low_ok else v > low) or not v < high or not math.isfinite(v):
+            rng = f"{'[' if low_ok else '('}{low}, {high})"
+            raise argparse.ArgumentTypeError(f"expected a number in {rng}, got {text}")
+        return v
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rnncore", description="Train character-level language models and sample from them."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+
+    t = sub.add_parser(
+        "train",
+        help="train a char-rnn on a text file",
+        description="Train a character-level RNN/LSTM/GRU on a text file (default: the "
+        "tiny-shakespeare copy shipped with rnncore) with truncated BPTT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    t.add_argument(
+        "text_file",
+        nargs="?",
+        metavar="TEXT_FILE",
+        help="UTF-8 text to train on (default: the shipped tiny-shakespeare)",
+    )
+    t.add_argument(
+        "--encoding",
+        choices=ENCODINGS,
+        default="utf-8",
+        help="utf-8: characters; bytes: every byte of any file is a token",
+    )
+    m = t.add_argument_group("model")
+    m.add_argument("--cell", choices=CELLS, default="lstm")
+    m.add_argument("--hidden-size", type=_positive_int, default=128)
+    m.add_argument("--num-layers", type=_positive_int, default=2)
+    m.add_argument("--embedding-size", type=_nonneg_int, default=64, help="0: one-hot input")
+    m.add_argument("--dropout", type=_number(0.0, 1.0), default=0.0)
+    m.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    o = t.add_argument_group("optimization")
+    o.add_argument("--seq-length", type=_positive_int, default=50)
+    o.add_argument("--batch-size", type=_positive_int, default=50)
+    o.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
+    o.add_argument("--lr", type=_number(0.0, low_ok=False), default=2e-3)
+    o.add_argument(
+        "--lr-decay",
+        choices=("none", "step", "cosine"),
+        default="none",
+        help="step: x --lr-decay-factor every --lr-decay-every steps; cosine: to "
+        "--min-lr over --max-steps",
+    )
+    o.add_argument("--lr-decay-factor", type=_number(0.0, 1.0 + 1e-12, low_ok=False), default=0.5)
+    o.add_argument("--lr-decay-every", type=_positive_int, default=1000)
+    o.add_argument("--min-lr", type=_number(0.0), default=0.0)
+    o.add_argument("--grad-clip", type=_number(0.0), default=5.0, help="0: no clipping")
+    o.add_argument(
+        "--clip-mode",
+        choices=("value", "norm"),
+        default="value",
+        help="value: clamp each gradient (char-rnn); norm: the global L2 norm",
+    )
+    o.add_argument(
+        "--on-nonfinite",
+        choices=("skip", "stop"),
+        default="skip",
+        help="a step with NaN/inf gradients: skip it, or stop the run",
+    )
+    o.add_argument("--val-fraction", type=_number(0.0, 1.0), default=0.05)
+    length = o.add_mutually_exclusive_group()
+    length.add_argument("--max-steps", type=_positive_int, help="default: 1 epoch")
+    length.add_argument("--max-epochs", type=_number(0.0, low_ok=False))
+    r = t.add_argument_group("output")
+    r.add_argument(
+        "--eval-every",
+        type=_nonneg_int,
+        default=200,
+        help="steps between validation runs (and checkpoints); 0: only at the end",
+    )
+    r.add_argument(
+        "--sample-every",
+        type=_nonneg_int,
+        default=1000,
+        help="steps between printed samples; 0: never",
+    )
+    r.add_argument("--sample-length", type=_positive_int, default=200)
+    r.add_argument(
+        "--checkpoint",
+        default="checkpoint.npz",
+        metavar="PATH",
+        help="written at every evaluation, at the end and on Ctrl-C",
+    )
+    r.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
+    r.add_argument("--metrics", metavar="PATH", help="append JSON lines of metrics here")
+    r.add_argument("--plot", metavar="PNG", help="write a plot of train and val loss (matplotlib)")
+    r.add_argument(
+        "--log-every",
+        type=_positive_int,
+        default=10,
+        help="steps between log lines and metrics records",
+    )
+    r.add_argument("--seed", type=_nonneg_int, default=0)
+    r.add_argument("--threads", type=_positive_int, help="default: OMP_NUM_THREADS or all cores")
+    r.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+
+    s = sub.add_parser(
+        "sample",
+        help="generate text from a checkpoint",
+        description="Generate text from a model saved by `rnncore train`; the text streams to "
+        "standard output as it is generated.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("checkpoint", metavar="CHECKPOINT")
+    s.add_argument("--prime", default=None, help="text to start from (default: a newline)")
+    s.add_argument("--length", type=_nonneg_int, default=2000)
+    s.add_argument("--temperature", type=_number(0.0, low_ok=False), default=1.0)
+    s.add_argument("--top-k", type=_nonneg_int, default=0, help="0: the whole vocabulary")
+    s.add_argument("--greedy", action="store_true", help="always the most likely character")
+    s.add_argument("--seed", type=_nonneg_int, default=None, help="default: fresh entropy")
+    s.add_argument("--threads", type=_positive_int, default=1)
+    return parser
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """A one-line progress bar on a terminal, plain log lines otherwise."""
+
+    def __init__(self, out: IO[str], total: int | None, tty: bool) -> None:
+        self.out, self.total, self.tty = out, total, tty
+        self._shown = False
+
+    def update(self, info: StepInfo, train_loss: float, val_loss: float | None, eta: float) -> None:
+        val = f"{val_loss:.4f}" if val_loss is not None else "-"
+        text = (
+            f"step {info.step}{f'/{self.total}' if self.total else ''}  epoch {info.epoch:.2f}  "
+            f"loss {train_loss:.4f}  val {val}  {info.chars_per_sec:,.0f} chars/s  "
+            f"ETA {_duration(eta)}"
+        )
+        if self.tty:
+            frac = info.step / self.total if self.total else 0.0
+            width = 24
+            filled = int(round(width * min(1.0, frac)))
+            bar = "#" * filled + "-" * (width - filled)
+            self.out.write(f"\r[{bar}] {text}\x1b[K")
+            self._shown = True
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+    def message(self, text: str) -> None:
+        if self._shown:
+            self.out.write("\r\x1b[K")
+            self._shown = False
+        self.out.write(text.rstrip("\n") + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self._shown:
+            self.out.write("\n")
+            self._shown = False
+        self.out.flush()
+
+
+def _write_plot(path: str, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train", lw=1)
+    if val:
+        ax.plot(*zip(*val, strict=True), label="validation", lw=2, marker="o", ms=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per character)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+def _train(args: argparse.Namespace, out: IO[str]) -> int:
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib "
+            "(or pip install 'rnncore[plot]')"
+        )
+    if args.threads:
+        set_num_threads(args.threads)
+    try:
+        corpus = load_corpus(args.text_file, encoding=args.encoding)
+    except (OSError, DataError) as e:
+        raise UsageError(str(e)) from None
+    max_steps, max_epochs = args.max_steps, args.max_epochs
+    try:
+        if args.resume:
+            overrides: dict[str, Any] = {"nonfinite": args.on_nonfinite}
+            if max_steps is not None or max_epochs is not None:
+                overrides |= {"max_steps": max_steps, "max_epochs": max_epochs}
+            trainer = Trainer.resume(args.resume, corpus, **overrides)
+        else:
+            config = TrainConfig(
+                cell=args.cell,
+                hidden_size=args.hidden_size,
+                num_layers=args.num_layers,
+                embedding_size=args.embedding_size,
+                dropout=args.dropout,
+                dtype=args.dtype,
+                seed=args.seed,
+                seq_length=args.seq_length,
+                batch_size=args.batch_size,
+                val_fraction=args.val_fraction,
+                optimizer=args.optimizer,
+                lr=args.lr,
+                grad_clip=args.grad_clip,
+                clip_mode=args.clip_mode,
+                lr_decay=args.lr_decay,
+                lr_decay_factor=args.lr_decay_factor,
+                lr_decay_every=args.lr_decay_every,
+                min_lr=args.min_lr,
+                max_steps=max_steps,
+                max_epochs=max_epochs,
+                nonfinite=args.on_nonfinite,
+            )
+            if config.max_steps is None and config.max_epochs is None:
+                config.max_epochs = 1.0
+            trainer = Trainer(corpus, config)
+    except (DataError, CheckpointError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+    c, model = trainer.config, trainer.model
+    total = c.max_steps
+    if total is None and c.max_epochs is not None:
+        total = int(math.ceil(c.max_epochs * trainer.train.batches_per_epoch))
+    tty = out.isatty() and not args.no_progress
+    progress = Progress(out, total, tty)
+    progress.message(
+        f"{corpus!r}\n{model!r}\n"
+        f"{trainer.train.batches_per_epoch} batches of {c.batch_size}x{c.seq_length} per epoch; "
+        f"{c.optimizer} lr {c.lr:g}; training to "
+        + (f"step {c.max_steps}" if c.max_steps else f"epoch {c.max_epochs:g}")
+        + (f" (resumed at step {trainer.step})" if args.resume else "")
+    )
+    metrics_file = open(args.metrics, "a", encoding="utf-8") if args.metrics else None
+    train_points: list[tuple[int, float]] = []
+    val_points = [(int(h["step"]), float(h["val_loss"])) for h in trainer.history]
+    window: list[float] = []
+    last_val: float | None = val_points[-1][1] if val_points else None
+    start_step, start_time = trainer.step, time.perf_counter()
+
+    def record(info: StepInfo, train_loss: float | None, val_loss: float | None) -> None:
+        if metrics_file is None:
+            return
+        row: dict[str, Any] = {
+            "step": info.step,
+            "epoch": round(info.epoch, 6),
+            "train_loss": train_loss,
+            "lr": info.lr,
+            "chars_per_sec": round(info.chars_per_sec, 1),
+            "elapsed_s": round(time.perf_counter() - start_time, 3),
+        }
+        if val_loss is not None:
+            row["val_loss"] = val_loss
+        metrics_file.write(json.dumps(row) + "\n")
+        metrics_file.flush()
+
+    def evaluate_and_save(info: StepInfo) -> None:
+        nonlocal last_val
+        last_val = trainer.evaluate()
+        if math.isfinite(last_val):
+            val_points.append((trainer.step, last_val))
+        trainer.save(args.checkpoint)
+        record(info, None, last_val if math.isfinite(last_val) else None)
+        progress.message(
+            f"step {trainer.step}: val loss {last_val:.4f} (best {trainer.best_val_loss:.4f}); "
+            f"saved {args.checkpoint}"
+        )
+        if args.plot:
+            _write_plot(args.plot, train_points, val_points)
+
+    def callback(t: Trainer, info: StepInfo) -> None:
+        if info.skipped:
+            progress.message(f"step {info.step + 1}: non-finite gradients, step skipped")
+            return
+        window.append(info.loss)
+        s = info.step
+        if s % args.log_every == 0 or t.done():
+            mean = sum(window) / len(window)
+            window.clear()
+            train_points.append((s, mean))
+            rate = (s - start_step) / max(1e-9, time.perf_counter() - start_time)
+            eta = (total - s) / rate if total and rate > 0 else math.nan
+            progress.update(info, mean, last_val, eta)
+            record(info, mean, None)
+        if args.sample_every and s % args.sample_every == 0:
+            text = "".join(
+                _as_text(p)
+                for p in sample_stream(
+                    t.model, t.corpus.vocab, length=args.sample_length, seed=s, temperature=1.0
+                )  # fmt: skip
+            )
+            progress.message(f"--- sample at step {s} ---\n{text}\n---")
+        if (args.eval_every and s % args.eval_every == 0) or t.done():
+            evaluate_and_save(info)
+
+    status = 0
+    try:
+        trainer.run(callback)
+    except KeyboardInterrupt:
+        progress.close()
+        trainer.save(args.checkpoint)
+        out.write(f"interrupted at step {trainer.step}: checkpoint saved to {args.checkpoint}\n")
+        status = 130
+    except TrainingDiverged as e:
+        progress.close()
+        out.write(f"stopped: {e}\n")
+        status = 1
+    finally:
+        progress.close()
+        if metrics_file is not None:
+            metrics_file.close()
+    if status == 0:
+        elapsed = time.perf_counter() - start_time
+        out.write(
+            f"done: step {trainer.step}, epoch {trainer.epoch:.2f}, best val loss "
+            f"{trainer.best_val_loss:.4f}, {_duration(elapsed)} ({elapsed:.0f} s); "
+            f"checkpoint {args.checkpoint}\n"
+            f"sample from it: rnncore sample {args.checkpoint}\n"
+        )
+        if args.plot:
+            _write_plot(args.plot, train_points, val_points)
+            out.write(f"plot: {args.plot}\n")
+    return status
+
+
+def _as_text(piece: str | bytes) -> str:
+    return piece if isinstance(piece, str) else piece.decode("utf-8", "replace")
+
+
+# --- sample -------------------------------------------------------------------------------------
+
+
+def _sample(args: argparse.Namespace, out: IO[str]) -> int:
+    set_num_threads(args.threads)
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        if ckpt.vocab is None:
+            raise UsageError(f"{args.checkpoint}: the checkpoint has no vocabulary")
+        model = model_from_checkpoint(ckpt)
+        stream = sample_stream(
+            model,
+            ckpt.vocab,
+            prime=args.prime,
+            length=args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            greedy=args.greedy,
+            seed=args.seed,
+        )
+        binary = ckpt.vocab.encoding == "bytes"
+        for piece in stream:
+            if binary and hasattr(out, "buffer"):
+                out.flush()
+                out.buffer.write(piece)
+                out.buffer.flush()
+            else:
+                out.write(_as_text(piece))
+                out.flush()
+    except (CheckpointError, FileNotFoundError, IsADirectoryError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    out.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits with status 2 on a bad flag
+    out = sys.stdout
+    try:
+        if args.command == "train":
+            return _train(args, out)
+        return _sample(args, out)
+    except UsageError as e:
+        sys.stdout.flush()
+        print(f"rnncore {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `rnncore sample ... | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

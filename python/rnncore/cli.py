@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
@@ -212,7 +212,7 @@ class Progress:
         if self.tty:
             frac = info.step / self.total if self.total else 0.0
             width = 24
-            filled = int(round(width * min(1.0, frac)))
+            filled = round(width * min(1.0, frac))
             bar = "#" * filled + "-" * (width - filled)
             self.out.write(f"\r[{bar}] {text}\x1b[K")
             self._shown = True
@@ -313,7 +313,7 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
     c, model = trainer.config, trainer.model
     total = c.max_steps
     if total is None and c.max_epochs is not None:
-        total = int(math.ceil(c.max_epochs * trainer.train.batches_per_epoch))
+        total = math.ceil(c.max_epochs * trainer.train.batches_per_epoch)
     tty = out.isatty() and not args.no_progress
     progress = Progress(out, total, tty)
     progress.message(
@@ -379,7 +379,7 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
                 _as_text(p)
                 for p in sample_stream(
                     t.model, t.corpus.vocab, length=args.sample_length, seed=s, temperature=1.0
-                )  # fmt: skip
+                )
             )
             progress.message(f"--- sample at step {s} ---\n{text}\n---")
         if (args.eval_every and s % args.eval_every == 0) or t.done():

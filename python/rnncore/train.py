@@ -302,7 +302,7 @@ class Trainer:
                 "model": self.model.config,
                 "train": self.config.to_dict(),
                 "source": self.corpus.source,
-            },  # fmt: skip
+            },
             vocab=self.corpus.vocab,
             step=self.step,
             optimizer=self.optimizer.state_dict(),

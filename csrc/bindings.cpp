@@ -1192,7 +1192,8 @@ Returns:
     (loss, dh, dw, db): the mean cross-entropy in nats (float); dh (N, H), dw (V, H), db (V,)
     its gradients (new arrays, not accumulated), or None with grad=False (db also None when b
     is None). Threaded over rows (logits, softmax, dh) and vocabulary entries (dw, db); the
-    loss is summed in row order, so it does not depend on the thread count.
+    loss is summed in row order, so it depends on the thread count only through the rounding
+    of the logits GEMM.
 )doc";
 
 void bind_lm(py::module_ &m) {

@@ -48,6 +48,7 @@ void step(const SampleModel<T> &m, T *h, T *c, const T *gx0, T *gx, T *gh, T *tm
       case CellKind::RnnRelu: {
         affine<T>(gh, ly.w_hh, hk, ly.b_hh, H, H);
         const bool relu = m.cell == CellKind::RnnRelu;
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
           const T a = x[j] + gh[j];
           hk[j] = relu ? relu_f(a) : tanh_f(a);
@@ -57,17 +58,20 @@ void step(const SampleModel<T> &m, T *h, T *c, const T *gx0, T *gx, T *gh, T *tm
       case CellKind::Lstm: {
         T *ck = c + static_cast<idx>(k) * H;
         affine<T>(gh, ly.w_hh, hk, ly.b_hh, GH, H);
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
           const T i = sigmoid_f(x[j] + gh[j]), f = sigmoid_f(x[H + j] + gh[H + j]);
           const T g = tanh_f(x[2 * H + j] + gh[2 * H + j]);
           const T o = sigmoid_f(x[3 * H + j] + gh[3 * H + j]);
-          ck[j] = f * ck[j] + i * g;
-          hk[j] = o * tanh_f(ck[j]);
+          const T ct = f * ck[j] + i * g;
+          ck[j] = ct;
+          hk[j] = o * tanh_f(ct);
         }
         break;
       }
       case CellKind::Gru: {  // n = tanh(x_n + r ⊙ (W_hn h + b_hn))
         affine<T>(gh, ly.w_hh, hk, ly.b_hh, GH, H);
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
           const T r = sigmoid_f(x[j] + gh[j]), z = sigmoid_f(x[H + j] + gh[H + j]);
           const T nn = tanh_f(x[2 * H + j] + r * gh[2 * H + j]);
@@ -77,9 +81,11 @@ void step(const SampleModel<T> &m, T *h, T *c, const T *gx0, T *gx, T *gh, T *tm
       }
       case CellKind::GruResetBefore: {                  // n = tanh(x_n + W_hn (r ⊙ h) + b_hn)
         affine<T>(gh, ly.w_hh, hk, ly.b_hh, 2 * H, H);  // r and z rows only
+#pragma omp simd
         for (int j = 0; j < H; ++j) tmp[j] = sigmoid_f(x[j] + gh[j]) * hk[j];  // r ⊙ h
         affine<T>(gh + 2 * H, ly.w_hh + static_cast<idx>(2) * H * H, tmp,
                   ly.b_hh ? ly.b_hh + 2 * H : nullptr, H, H);
+#pragma omp simd
         for (int j = 0; j < H; ++j) {
           const T z = sigmoid_f(x[H + j] + gh[H + j]);
           const T nn = tanh_f(x[2 * H + j] + gh[2 * H + j]);

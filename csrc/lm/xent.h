@@ -25,8 +25,8 @@ void softmax_xent(T *row_loss,            // (N) out
                   long long N, int V);
 
 // The whole head, threaded: logits, loss and, when dh is not null, the gradients (dw and db
-// overwritten, not accumulated). `logits` is (N,V) scratch. Returns the mean loss, summed in a
-// fixed order (the result does not depend on the thread count).
+// overwritten, not accumulated). `logits` is (N,V) scratch. Returns the mean loss, summed in row
+// order (the thread count changes it only through the rounding of each thread's GEMM).
 template <typename T>
 double linear_xent(T *dh,                  // (N,H) out, or nullptr (loss only)
                    T *dw,                  // (V,H) out (when dh)

@@ -239,7 +239,8 @@ def _read_entries(path: Path) -> dict[str, Array]:
         kind = "a NumPy .npy array" if head == b"\x93NUM" else "not an .npz archive"
         raise bad(f"not an rnncore checkpoint ({kind}; it starts with {head!r})")
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        # Our own file object: np.load leaks the one it opens when the archive is truncated.
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
             names = list(npz.files)
             if _MAGIC not in names:
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")

@@ -133,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     length = o.add_mutually_exclusive_group()
     length.add_argument("--max-steps", type=_positive_int, help="default: 1 epoch")
     length.add_argument("--max-epochs", type=_number(0.0, low_ok=False))
+    o.add_argument(
+        "--time-limit",
+        type=_number(0.0, low_ok=False),
+        metavar="MINUTES",
+        help="also stop after this many minutes (then evaluate and save)",
+    )
     r = t.add_argument_group("output")
     r.add_argument(
         "--eval-every",
@@ -360,10 +366,10 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
         if args.plot:
             _write_plot(args.plot, train_points, val_points)
 
-    def callback(t: Trainer, info: StepInfo) -> None:
+    def callback(t: Trainer, info: StepInfo) -> bool | None:
         if info.skipped:
             progress.message(f"step {info.step + 1}: non-finite gradients, step skipped")
-            return
+            return None
         window.append(info.loss)
         s = info.step
         if s % args.log_every == 0 or t.done():
@@ -382,8 +388,15 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
                 )
             )
             progress.message(f"--- sample at step {s} ---\n{text}\n---")
-        if (args.eval_every and s % args.eval_every == 0) or t.done():
+        out_of_time = args.time_limit is not None and (
+            time.perf_counter() - start_time >= 60 * args.time_limit
+        )
+        if (args.eval_every and s % args.eval_every == 0) or t.done() or out_of_time:
             evaluate_and_save(info)
+        if out_of_time:
+            progress.message(f"time limit of {args.time_limit:g} minutes reached at step {s}")
+            return True
+        return None
 
     status = 0
     try:

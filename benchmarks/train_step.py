@@ -1,0 +1,124 @@
+"""Training steps per second: rnncore's char-rnn against the same program in PyTorch.
+
+    python benchmarks/train_step.py                      # LSTM 2x128, B=T=50, 1 and 2 threads
+    python benchmarks/train_step.py --cell gru --threads 2 --steps 40
+
+Both run the same model on the same batches of tiny-shakespeare: embedding 64 -> nn.LSTM (or
+GRU/RNN) 2 x 128 -> Linear -> cross-entropy, Adam (lr 2e-3), gradient clipping by value 5,
+the hidden state carried between batches (truncated BPTT). Each implementation's steps are
+timed in rounds that alternate between the two (median of the rounds), after warm-up steps.
+Also times the sampler (characters per second, one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import rnncore
+from rnncore.data import load_corpus, make_batch_iterators
+from rnncore.train import TrainConfig, Trainer
+
+
+def torch_program(cell: str, V: int, E: int, H: int, L: int, seed: int):  # noqa: ANN201
+    import torch
+
+    torch.manual_seed(seed)
+    rnn_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(V, E)
+            self.rnn = rnn_cls(E, H, L)
+            self.decoder = torch.nn.Linear(H, V)
+
+        def forward(self, x, state):  # noqa: ANN001, ANN202
+            y, state = self.rnn(self.embedding(x), state)
+            return self.decoder(y), state
+
+    model = Model()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    state = None
+
+    def step(x: np.ndarray, y: np.ndarray) -> float:
+        nonlocal state
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        opt.zero_grad()
+        logits, new_state = model(xt, state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), yt.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_value_(model.parameters(), 5.0)
+        opt.step()
+        state = tuple(s.detach() for s in new_state) if cell == "lstm" else new_state.detach()
+        return float(loss.detach())
+
+    return step, torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=20, help="steps per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    corpus = load_corpus()
+    V, E, H, L, B, T = len(corpus.vocab), 64, 128, 2, 50, 50
+    train, _ = make_batch_iterators(corpus, B, T)
+    batches = [train.batch(i) for i in range(args.steps)]
+    ours = Trainer(corpus, TrainConfig(cell=args.cell, max_steps=10**9))
+    print(
+        f"rnncore {rnncore.__version__}, corename {rnncore.blas_info()['corename']}, "
+        f"recurrent kernel {rnncore.blas_info()['recurrent_kernel']}"
+    )
+    try:
+        tstep, torch = torch_program(args.cell, V, E, H, L, 0)
+        print(f"torch {torch.__version__}")
+    except ImportError:
+        tstep, torch = None, None
+        print("torch not installed: rnncore only")
+    print(f"\n{args.cell} {L}x{H}, embedding {E}, B={B}, T={T}; ms per training step (median)")
+    print("| threads | rnncore ms | torch ms | rnncore steps/s | torch steps/s | speed-up |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n in [int(t) for t in args.threads.split(",")]:
+        rnncore.set_num_threads(n)
+        if torch is not None:
+            torch.set_num_threads(n)
+        for _ in range(3):  # warm-up
+            ours.train_step()
+            if tstep:
+                tstep(batches[0].x.astype(np.int64), batches[0].y.astype(np.int64))
+        times: dict[str, list[float]] = {"rnncore": [], "torch": []}
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                ours.train_step()
+            times["rnncore"].append((time.perf_counter() - t0) / args.steps)
+            if tstep:
+                t0 = time.perf_counter()
+                for b in batches:
+                    tstep(b.x.astype(np.int64), b.y.astype(np.int64))
+                times["torch"].append((time.perf_counter() - t0) / args.steps)
+        ms = {k: statistics.median(v) * 1e3 for k, v in times.items() if v}
+        tm, rm = ms.get("torch"), ms["rnncore"]
+        print(
+            f"| {n} | {rm:.1f} | {f'{tm:.1f}' if tm else '-'} | "
+            f"{1e3 / rm:.1f} | {f'{1e3 / tm:.1f}' if tm else '-'} | "
+            f"{f'{tm / rm:.2f}x' if tm else '-'} |"
+        )
+    rnncore.set_num_threads(1)
+    n = 100_000
+    rates = []
+    for seed in range(3):
+        t0 = time.perf_counter()
+        rnncore.generate(ours.model, corpus.vocab, length=n, seed=seed)
+        rates.append(n / (time.perf_counter() - t0))
+    print(f"\nsampling, 1 thread: {statistics.median(rates):,.0f} characters/s (median of 3)")
+
+
+if __name__ == "__main__":
+    main()

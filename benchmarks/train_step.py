@@ -23,7 +23,7 @@ from rnncore.data import load_corpus, make_batch_iterators
 from rnncore.train import TrainConfig, Trainer
 
 
-def torch_program(cell: str, V: int, E: int, H: int, L: int, seed: int):  # noqa: ANN201
+def torch_program(cell: str, V: int, E: int, H: int, L: int, seed: int):
     import torch
 
     torch.manual_seed(seed)
@@ -36,7 +36,7 @@ def torch_program(cell: str, V: int, E: int, H: int, L: int, seed: int):  # noqa
             self.rnn = rnn_cls(E, H, L)
             self.decoder = torch.nn.Linear(H, V)
 
-        def forward(self, x, state):  # noqa: ANN001, ANN202
+        def forward(self, x, state):
             y, state = self.rnn(self.embedding(x), state)
             return self.decoder(y), state
 

@@ -107,3 +107,37 @@ def blas_info() -> dict[str, str | int]:
 
 def _pool_bytes() -> int: ...
 def _empty_pool() -> int: ...
+def _set_gemm_path(name: Literal["blas", "portable", "avx2", "avx512"]) -> None: ...
+def _gemm_path() -> str: ...
+def softmax_cross_entropy(
+    logits: _ArrayLike, targets: npt.ArrayLike, *, grad: bool = True
+) -> tuple[float, _Array | None]:
+    """Fused softmax + cross-entropy: logits (N,V), targets (N,) ids -> mean loss (nats),
+    dlogits (N,V) = (softmax - onehot) / N, or None with grad=False."""
+
+def linear_cross_entropy(
+    h: _ArrayLike,
+    w: _ArrayLike,
+    b: _ArrayLike | None,
+    targets: npt.ArrayLike,
+    *,
+    grad: bool = True,
+) -> tuple[float, _Array | None, _Array | None, _Array | None]:
+    """logits = h wᵀ + b with h (N,H), w (V,H), b (V,) | None; softmax cross-entropy against
+    targets (N,) -> mean loss, dh (N,H), dw (V,H), db (V,) | None (None with grad=False)."""
+
+def _sample_loop(
+    cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"],
+    layers: list[tuple[_Array, _Array, _Array | None, _Array | None]],
+    embedding: _Array | None,
+    w_out: _Array,
+    b_out: _Array | None,
+    h: _Array,
+    c: _Array | None,
+    prime: npt.NDArray[np.int64],
+    n: int,
+    temperature: float,
+    top_k: int,
+    greedy: bool,
+    rng_state: npt.NDArray[np.uint64],
+) -> npt.NDArray[np.int32]: ...

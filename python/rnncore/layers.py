@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from .optim import check_keys
 
 __all__ = ["GRU", "LSTM", "RNN"]
 
@@ -182,15 +183,7 @@ class _RecurrentStack(Generic[S]):
             TypeError: a value is not a floating-point array.
         """
         where = f"{type(self).__name__}.load_state_dict"
-        missing = [k for k in self._params if k not in state_dict]
-        unexpected = [k for k in state_dict if k not in self._params]
-        if missing or unexpected:
-            parts = []
-            if missing:
-                parts.append(f"missing key(s) {', '.join(map(repr, missing))}")
-            if unexpected:
-                parts.append(f"unexpected key(s) {', '.join(map(repr, unexpected))}")
-            raise ValueError(f"{where}: {'; '.join(parts)} (expected {list(self._params)})")
+        check_keys(where, tuple(self._params), state_dict)
         new = {}
         for name, p in self._params.items():
             v = np.asarray(state_dict[name])

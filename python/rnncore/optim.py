@@ -176,7 +176,7 @@ class ParamGroup:
             ValueError: missing or unexpected names (all listed), or a wrong shape.
             TypeError: a value is not a floating-point array.
         """
-        _check_keys("ParamGroup.load_state_dict", self.names, state_dict)
+        check_keys("ParamGroup.load_state_dict", self.names, state_dict)
         new = {}
         for name, p in self.params.items():
             v = np.asarray(state_dict[name])
@@ -197,7 +197,8 @@ class ParamGroup:
         return f"ParamGroup({len(self.names)} arrays, {self.size} parameters, {self.dtype})"
 
 
-def _check_keys(where: str, expected: tuple[str, ...], given: Mapping[str, Any]) -> None:
+def check_keys(where: str, expected: tuple[str, ...], given: Mapping[str, Any]) -> None:
+    """Raise ValueError listing the missing and unexpected keys of `given`, if any."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     if missing or unexpected:
@@ -357,7 +358,7 @@ class Optimizer:
             )
         buffers = [f"{b}/{n}" for b in self.state for n in self.group.names]
         expected = ("type", "steps", *buffers)
-        _check_keys(where, expected, state_dict)
+        check_keys(where, expected, state_dict)
         steps = np.asarray(state_dict["steps"])
         if steps.shape != () or not np.issubdtype(steps.dtype, np.integer) or steps < 0:
             raise ValueError(f"{where}: 'steps' must be an int >= 0, got {steps!r}")

@@ -170,6 +170,30 @@ def test_model_gradients_match_central_differences(rng, cell, embedding_size):
         assert abs(num - grad[i]) <= 1e-6 * max(1.0, abs(num)), (i, num, grad[i])
 
 
+def test_model_gradients_with_dropout_match_central_differences(rng):
+    """Dropout between the layers and on the top output (char-rnn's), masks fixed by the seed."""
+    model = CharRNN(7, hidden_size=6, num_layers=2, embedding_size=5, dropout=0.4,
+                    dtype=np.float64, seed=1)  # fmt: skip
+    x, y = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
+    gen = model.rnn._rng.bit_generator
+    saved = gen.state
+    model.zero_grad()
+    model.train_step(x, y)
+    grad = model.params.grad.copy()
+    data, h = model.params.data, 1e-6
+    gen.state = saved
+    assert model.loss(x, y)[0] != model.loss(x, y, training=False)[0]  # dropout is on
+    for i in rng.choice(np.flatnonzero(grad != 0), 30, replace=False):
+        old, losses = data[i], []
+        for v in (old + h, old - h):
+            data[i] = v
+            gen.state = saved  # the same masks as the gradient's forward
+            losses.append(model.loss(x, y)[0])
+        data[i] = old
+        num = (losses[0] - losses[1]) / (2 * h)
+        assert abs(num - grad[i]) <= 1e-6 * max(1.0, abs(num)), (i, num, grad[i])
+
+
 def test_model_state_dict_loads_into_the_equivalent_torch_program(rng):
     torch = pytest.importorskip("torch")
     model = CharRNN(11, hidden_size=8, num_layers=2, embedding_size=4, dtype=np.float64, seed=0)
@@ -434,3 +458,32 @@ def test_default_corpus_trains_from_the_command_line_defaults(tmp_path, capsys):
     assert "1115394 characters, 65 distinct" in out
     assert load_checkpoint(ckpt).config["model"]["vocab_size"] == 65
     assert len(load_corpus().vocab) == 65
+
+
+def test_cli_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT * 5, encoding="utf-8")
+    ckpt = tmp_path / "c.npz"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnncore.cli", "train", str(text), "--hidden-size", "16",
+         "--embedding-size", "8", "--seq-length", "10", "--batch-size", "4", "--eval-every",
+         "0", "--sample-every", "0", "--log-every", "1", "--max-steps", "1000000",
+         "--checkpoint", str(ckpt), "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until it is training
+        if line.startswith("step 20/"):
+            break
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "interrupted at step" in out and "checkpoint saved" in out
+    assert load_checkpoint(ckpt).step >= 20

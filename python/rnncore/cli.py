@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -131,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--val-fraction", type=_number(0.0, 1.0), default=0.05)
     length = o.add_mutually_exclusive_group()
-    length.add_argument("--max-steps", type=_positive_int, help="default: 1 epoch")
+    length.add_argument(
+        "--max-steps",
+        type=_positive_int,
+        help="default: 1 epoch, or until --time-limit when that is given",
+    )
     length.add_argument("--max-epochs", type=_number(0.0, low_ok=False))
     o.add_argument(
         "--time-limit",
@@ -308,8 +313,8 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
                 max_epochs=max_epochs,
                 nonfinite=args.on_nonfinite,
             )
-            if config.max_steps is None and config.max_epochs is None:
-                config.max_epochs = 1.0
+            if config.max_steps is None and config.max_epochs is None and not args.time_limit:
+                config.max_epochs = 1.0  # a bounded default: one pass over the text
             trainer = Trainer(corpus, config)
     except (DataError, CheckpointError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
@@ -318,15 +323,18 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
 
     c, model = trainer.config, trainer.model
     total = c.max_steps
-    if total is None and c.max_epochs is not None:
+    if total is None and c.max_epochs:
         total = math.ceil(c.max_epochs * trainer.train.batches_per_epoch)
     tty = out.isatty() and not args.no_progress
     progress = Progress(out, total, tty)
+    until = [f"step {c.max_steps}"] if c.max_steps else []
+    until += [f"epoch {c.max_epochs:g}"] if c.max_epochs else []
+    until += [f"{args.time_limit:g} minutes"] if args.time_limit else []
     progress.message(
         f"{corpus!r}\n{model!r}\n"
         f"{trainer.train.batches_per_epoch} batches of {c.batch_size}x{c.seq_length} per epoch; "
         f"{c.optimizer} lr {c.lr:g}; training to "
-        + (f"step {c.max_steps}" if c.max_steps else f"epoch {c.max_epochs:g}")
+        + " or ".join(until)
         + (f" (resumed at step {trainer.step})" if args.resume else "")
     )
     metrics_file = open(args.metrics, "a", encoding="utf-8") if args.metrics else None
@@ -378,6 +386,9 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
             train_points.append((s, mean))
             rate = (s - start_step) / max(1e-9, time.perf_counter() - start_time)
             eta = (total - s) / rate if total and rate > 0 else math.nan
+            if args.time_limit:  # whichever ends first
+                left = 60 * args.time_limit - (time.perf_counter() - start_time)
+                eta = left if math.isnan(eta) else min(eta, left)
             progress.update(info, mean, last_val, eta)
             record(info, mean, None)
         if args.sample_every and s % args.sample_every == 0:
@@ -398,9 +409,25 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
             return True
         return None
 
+    # Ctrl-C: the step in progress completes (an update is never left half applied), then the
+    # run saves and stops. A second Ctrl-C interrupts at once (still saving the last whole step).
+    interrupted = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted = True
+
+    def run_callback(t: Trainer, info: StepInfo) -> bool | None:
+        return True if interrupted else callback(t, info) or interrupted
+
     status = 0
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        trainer.run(callback)
+        trainer.run(run_callback)
+        if interrupted:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         progress.close()
         trainer.save(args.checkpoint)
@@ -411,6 +438,7 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
         out.write(f"stopped: {e}\n")
         status = 1
     finally:
+        signal.signal(signal.SIGINT, previous)
         progress.close()
         if metrics_file is not None:
             metrics_file.close()

@@ -60,7 +60,8 @@ class CharRNN:
         hidden_size: H.
         num_layers: L.
         embedding_size: E; 0 for one-hot input (the stack's first layer then has V inputs).
-        dropout: between the stack's layers while training, in [0, 1).
+        dropout: while training, between the stack's layers and on the top layer's output
+            (as char-rnn), in [0, 1).
         dtype: np.float32 or np.float64.
         seed: initial weights and dropout masks (None: fresh entropy).
 
@@ -116,7 +117,8 @@ class CharRNN:
         init["decoder.bias"] = rng.uniform(-k, k, V)
         self.params = ParamGroup(init, dtype=self.dtype)
         self.rnn._use_buffers(*self.params.views("rnn."))
-        self._tape: tuple[Array, Array, Array] | None = None  # (x, y, h) of the last forward
+        # (x, dh, dw, db, mask) of the last training loss(): what backward() needs.
+        self._tape: tuple[Array, Array, Array, Array | None, Array | None] | None = None
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -177,13 +179,21 @@ class CharRNN:
         y = self._ids("y", y, x.shape)
         T, B = x.shape
         out, final = self.rnn.forward(self._inputs(x), state, training=training)
+        mask = None
+        p_drop = self.rnn.dropout
+        if training and p_drop > 0:
+            # char-rnn's dropout on the top layer's output too (the stack, as PyTorch's, drops
+            # only between layers): inverted, from the stack's generator, kept for backward.
+            keep = self.rnn._rng.random(out.shape) >= p_drop  # (T, B, H)
+            mask = keep * self.dtype.type(1 / (1 - p_drop))
+            out = out * mask
         h = out.reshape(T * B, self.hidden_size)  # (T*B, H)
         p = self.params.params
         loss, dh, dw, db = _core.linear_cross_entropy(
             h, p["decoder.weight"], p["decoder.bias"], y.reshape(-1), grad=training
         )
         if training:
-            self._tape = (x, dh, dw, db)
+            self._tape = (x, dh, dw, db, mask)
         return loss, final
 
     def backward(self) -> None:
@@ -193,8 +203,10 @@ class CharRNN:
         """
         if self._tape is None:
             raise RuntimeError("CharRNN.backward: call loss(x, y, training=True) first")
-        x, dh, dw, db = self._tape
+        x, dh, dw, db, mask = self._tape
         self._tape = None
+        if mask is not None:
+            dh = dh * mask.reshape(dh.shape)
         g = self.params.grads
         g["decoder.weight"] += dw
         g["decoder.bias"] += db

@@ -186,6 +186,31 @@ py::object take_optional(const std::string &fn, py::handle obj, const char *name
   return take<T>(fn, obj, name, what, dt);
 }
 
+// Token ids: an integer array of `shape`'s rank, every value in [0, V). A float array is a
+// TypeError (no silent truncation); the first bad value is named with its position.
+py::array_t<std::int64_t, py::array::c_style> take_ids(const std::string &fn, py::handle obj,
+                                                       const char *name, idx V) {
+  if (obj.is_none())
+    throw py::type_error(fn + ": " + name + " must be an integer array of token ids, got None");
+  py::array a = py::reinterpret_steal<py::array>(py::handle());
+  try {
+    a = py::array::ensure(obj);
+  } catch (py::error_already_set &) {
+  }
+  if (!a || (a.dtype().kind() != 'i' && a.dtype().kind() != 'u'))
+    throw py::type_error(
+        fn + ": " + name + " must be an integer array of token ids, got " +
+        (a ? "an array of dtype " + std::string(py::str(a.dtype())) : type_name(obj)));
+  auto ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  const std::int64_t *p = ids.data();
+  for (idx i = 0; i < ids.size(); ++i)
+    if (p[i] < 0 || p[i] >= V)
+      throw py::value_error(fn + ": " + name + " must hold ids in [0, " + std::to_string(V) +
+                            "), got " + std::to_string(p[i]) + " at flat position " +
+                            std::to_string(i));
+  return ids;
+}
+
 // Product of sizes, refusing anything that would overflow the 32-bit BLAS interface or size_t.
 idx checked_count(const std::string &fn, std::initializer_list<idx> dims, const char *what) {
   idx n = 1;
@@ -304,10 +329,18 @@ using CArray = py::array_t<T, py::array::c_style>;
 // The validated arguments of a forward call. G = gates (1 RNN, 4 LSTM, 3 GRU).
 template <typename F>  // F, not T: T is the sequence length here
 struct SeqArgs {
-  CArray<F> x, w_ih, w_hh;
+  CArray<F> x, w_ih, w_hh;   // x is empty for one-hot input
+  CArray<std::int32_t> ids;  // (T, B) token ids for one-hot input, else empty
+  bool one_hot = false;
   py::object h0, c0, b_ih, b_hh;  // None where absent
   idx T, B, D, H;
 };
+
+bool is_integer_array(py::handle obj) {
+  if (!py::isinstance<py::array>(obj)) return false;
+  const char k = py::reinterpret_borrow<py::array>(obj).dtype().kind();
+  return k == 'i' || k == 'u';
+}
 
 template <typename T>
 SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
@@ -320,10 +353,30 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
   SeqArgs<T> a;
   a.w_ih = take<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
   a.w_hh = take<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
-  a.x = take<T>(fn, x, "x", "of shape (T, B, D)", dt);
   d.check(a.w_ih, "w_ih", "GD");
   d.check(a.w_hh, "w_hh", "GH");
-  d.check(a.x, "x", "TBD");
+  if (is_integer_array(x)) {
+    // One-hot input: x (T, B) holds token ids in [0, D), each standing for a one-hot row.
+    const auto xa = py::reinterpret_borrow<py::array>(x);
+    if (xa.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
+      throw py::type_error(fn + ": x must have dtype " + dtype_name(dt) +
+                           " (the dtype of the weights), or be a (T, B) integer array of token "
+                           "ids; got " +
+                           std::string(py::str(xa.dtype())) + " of shape " +
+                           shape_str(shape_of(xa)));
+    if (d['D'] > INT_MAX)
+      throw py::value_error(fn + ": D exceeds the 32-bit limit for one-hot input");
+    auto ids = take_ids(fn, x, "x", d['D']);
+    d.check(ids, "x", "TB");
+    a.ids = CArray<std::int32_t>(ids.request().shape);
+    std::int32_t *out = a.ids.mutable_data();
+    const std::int64_t *in = ids.data();
+    for (idx i = 0; i < ids.size(); ++i) out[i] = static_cast<std::int32_t>(in[i]);
+    a.one_hot = true;
+  } else {
+    a.x = take<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
+    d.check(a.x, "x", "TBD");
+  }
   a.h0 = take_optional<T>(fn, h0, "h0", "of shape (B, H)", dt);
   a.c0 = with_c ? take_optional<T>(fn, c0, "c0", "of shape (B, H)", dt) : py::none();
   a.b_ih = take_optional<T>(fn, b_ih, "b_ih", s_b.c_str(), dt);
@@ -336,7 +389,7 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
   check_blas_dims(d, {'T', 'B', 'D', 'H'}, a.T * a.B);
   if (G * a.H > INT_MAX) throw py::value_error(fn + ": " + gh + " exceeds the 32-bit BLAS limit");
   checked_count(fn, {a.T + 1, a.B, G * a.H}, ("the workspace (T+1)*B*" + gh).c_str());
-  checked_count(fn, {a.T, a.B, a.D}, "x");
+  if (!a.one_hot) checked_count(fn, {a.T, a.B, a.D}, "x");
   return a;
 }
 
@@ -344,12 +397,21 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
 struct SeqCache {
   DType dtype;
   idx T, B, D, H;
-  bool has_b_ih, has_b_hh;
-  Block x, w_ih, w_hh, h_states;  // (T,B,D), (G*H,D), (G*H,H), (T+1,B,H) with slot 0 = h0
-  std::size_t nbytes() const { return x.bytes() + w_ih.bytes() + w_hh.bytes() + h_states.bytes(); }
+  bool has_b_ih, has_b_hh, one_hot;
+  // (T,B,D) or, for one-hot input, ids (T,B); w_ih (G*H,D), or its transpose (D,G*H) for one-hot
+  // input; w_hh (G*H,H); h_states (T+1,B,H) with slot 0 = h0.
+  Block x, ids, w_ih, w_hh, h_states;
+  std::size_t nbytes() const {
+    return x.bytes() + ids.bytes() + w_ih.bytes() + w_hh.bytes() + h_states.bytes();
+  }
+  template <typename T>
+  const T *x_ptr() const {
+    return one_hot ? nullptr : x.as<T>();
+  }
+  const std::int32_t *ids_ptr() const { return one_hot ? ids.as<std::int32_t>() : nullptr; }
   std::string describe() const {
     return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " D=" + std::to_string(D) +
-           " H=" + std::to_string(H) + " " + dtype_name(dtype);
+           " H=" + std::to_string(H) + " " + dtype_name(dtype) + (one_hot ? " one-hot" : "");
   }
 };
 
@@ -360,26 +422,53 @@ void fill_cache(SeqCache &c, const SeqArgs<T> &a, DType dt, int G) {
   c.T = a.T, c.B = a.B, c.D = a.D, c.H = a.H;
   c.has_b_ih = !a.b_ih.is_none();
   c.has_b_hh = !a.b_hh.is_none();
+  c.one_hot = a.one_hot;
   const std::size_t sz = sizeof(T);
-  c.x = Block(static_cast<std::size_t>(a.T * a.B * a.D) * sz);
+  if (a.one_hot)
+    c.ids = Block(static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
+  else
+    c.x = Block(static_cast<std::size_t>(a.T * a.B * a.D) * sz);
   c.w_ih = Block(static_cast<std::size_t>(G * a.H * a.D) * sz);
   c.w_hh = Block(static_cast<std::size_t>(G * a.H * a.H) * sz);
   c.h_states = Block(static_cast<std::size_t>((a.T + 1) * a.B * a.H) * sz);
 }
 
 // Copies done without the GIL: x, the weights (gate-blocked when G > 1), h0 (or zeros).
+// The input side into the cache: x (or the ids) and w_ih, gate-blocked when G > 1 and
+// transposed to (D, G*H) for one-hot input (common/input.h).
 template <typename T>
-void copy_inputs(T *x_dst, T *w_ih_dst, T *w_hh_dst, T *h0_dst, const SeqArgs<T> &a, const T *h0,
-                 int G) {
-  std::memcpy(x_dst, a.x.data(), static_cast<std::size_t>(a.T * a.B * a.D) * sizeof(T));
-  if (G == 1) {
-    std::memcpy(w_ih_dst, a.w_ih.data(), static_cast<std::size_t>(a.H * a.D) * sizeof(T));
-    std::memcpy(w_hh_dst, a.w_hh.data(), static_cast<std::size_t>(a.H * a.H) * sizeof(T));
-  } else {
-    const GateBlocks gb{int(a.H), G};
-    block_gate_rows<T>(w_ih_dst, a.w_ih.data(), gb, a.D);
-    block_gate_rows<T>(w_hh_dst, a.w_hh.data(), gb, a.H);
+void copy_input_side(SeqCache &c, const SeqArgs<T> &a, int G) {
+  const idx N = G * a.H, D = a.D;
+  if (a.one_hot)
+    std::memcpy(c.ids.as<std::int32_t>(), a.ids.data(),
+                static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
+  else
+    std::memcpy(c.x.as<T>(), a.x.data(), static_cast<std::size_t>(a.T * a.B * D) * sizeof(T));
+  Block blocked;
+  const T *w = a.w_ih.data();  // (N, D) in the cell's row order
+  if (G > 1) {
+    blocked = Block(a.one_hot ? static_cast<std::size_t>(N * D) * sizeof(T) : 0);
+    T *dst = a.one_hot ? blocked.as<T>() : c.w_ih.as<T>();
+    block_gate_rows<T>(dst, a.w_ih.data(), GateBlocks{int(a.H), G}, D);
+    w = dst;
   }
+  T *out = c.w_ih.as<T>();
+  if (a.one_hot) {
+    for (idx r = 0; r < N; ++r)
+      for (idx d = 0; d < D; ++d) out[d * N + r] = w[r * D + d];
+  } else if (G == 1) {
+    std::memcpy(out, w, static_cast<std::size_t>(N * D) * sizeof(T));
+  }
+}
+
+template <typename T>
+void copy_inputs(SeqCache &c, T *h0_dst, const SeqArgs<T> &a, const T *h0, int G) {
+  copy_input_side<T>(c, a, G);
+  T *w_hh_dst = c.w_hh.as<T>();
+  if (G == 1)
+    std::memcpy(w_hh_dst, a.w_hh.data(), static_cast<std::size_t>(a.H * a.H) * sizeof(T));
+  else
+    block_gate_rows<T>(w_hh_dst, a.w_hh.data(), GateBlocks{int(a.H), G}, a.H);
   const std::size_t bh = static_cast<std::size_t>(a.B * a.H) * sizeof(T);
   if (h0)
     std::memcpy(h0_dst, h0, bh);
@@ -425,6 +514,20 @@ Dims cache_dims(const char *fn, const SeqCache &c) {
   d.bind('B', c.B, "the cache");
   d.bind('H', c.H, "the cache");
   return d;
+}
+
+// dx of a backward call: a new (T, B, D) array, or for one-hot input (no dx) None and a
+// (D, N) scratch block the kernel uses instead.
+template <typename T>
+std::pair<py::object, Block> dx_or_scratch(const SeqCache &c, idx N, T **ptr) {
+  if (c.one_hot) {
+    Block scratch(static_cast<std::size_t>(c.D * N) * sizeof(T));
+    *ptr = scratch.as<T>();
+    return {py::none(), std::move(scratch)};
+  }
+  auto dx = new_array<T>({c.T, c.B, c.D});
+  *ptr = dx.mutable_data();
+  return {dx, Block()};
 }
 
 // (db_ih, db_hh) from the one bias gradient db: the same values, separate arrays.
@@ -489,7 +592,7 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   auto h_n = new_array<T>({B, H});
   const T *h0 = ptr_or_null<T>(a.h0);
   T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
-  if (!training) {
+  if (!training && !a.one_hot) {  // nothing to keep: straight from the arguments
     Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
     {
       ComputeScope nogil;
@@ -497,8 +600,8 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
         std::memset(zeros.as<T>(), 0, zeros.bytes());
         h0 = zeros.as<T>();
       }
-      rnn_forward<T>(yp, a.x.data(), h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act, int(Tn),
-                     int(B), int(D), int(H));
+      rnn_forward<T>(yp, a.x.data(), nullptr, h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act,
+                     int(Tn), int(B), int(D), int(H));
       std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
     }
     return py::make_tuple(y, h_n, py::none());  // with the GIL again
@@ -509,13 +612,13 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   {
     ComputeScope nogil;
     T *hs = c->h_states.as<T>();
-    copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, 1);
-    rnn_forward<T>(hs + BH, c->x.as<T>(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), act,
-                   int(Tn), int(B), int(D), int(H));
+    copy_inputs<T>(*c, hs, a, h0, 1);
+    rnn_forward<T>(hs + BH, c->x_ptr<T>(), c->ids_ptr(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(),
+                   bias.as<T>(), act, int(Tn), int(B), int(D), int(H));
     std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
     std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
   }
-  return py::make_tuple(y, h_n, py::cast(std::move(c)));
+  return py::make_tuple(y, h_n, training ? py::cast(std::move(c)) : py::none());
 }
 
 py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
@@ -546,7 +649,8 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
   py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
   const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
-  auto dx = new_array<T>({Tn, B, D});
+  T *dxp = nullptr;
+  auto [dx, dx_scratch] = dx_or_scratch<T>(c, H, &dxp);
   auto dh0 = new_array<T>({B, H});
   auto dw_ih = new_array<T>({H, D});
   auto dw_hh = new_array<T>({H, H});
@@ -554,12 +658,12 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
   Block dpre(static_cast<std::size_t>(Tn * B * H) * sizeof(T));
   {
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
-    T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
-      *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
+    T *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(),
+      *dbp = db.mutable_data();
     ComputeScope nogil;
     rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.h_states.as<T>(),
-                    c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn), int(B), int(D),
-                    int(H));
+                    c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn),
+                    int(B), int(D), int(H));
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
@@ -576,7 +680,9 @@ const char *kRnnForwardDoc = R"doc(Vanilla RNN forward over a whole sequence (Py
     h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh),  act = tanh or relu
 
 Args:
-    x: (T, B, D) inputs, time-major.
+    x: (T, B, D) inputs, time-major; or a (T, B) integer array of token ids in [0, D), each
+        standing for a one-hot row over D (a gather of w_ih's columns: the one-hot rows are
+        never built, and backward returns dx = None).
     h0: (B, H) initial state, or None for zeros.
     w_ih: (H, D) input weights. Its dtype (float32 or float64) is the dtype of the call;
         every other array must have it (lists are converted).
@@ -608,6 +714,7 @@ Returns:
     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (H, D), (H, H),
     (H,), (H,). db_ih / db_hh are None where the forward had no such bias. dh0 is returned
     even when the forward's h0 was None (it is the gradient at the zero initial state).
+    dx is None when the forward's x was token ids (one-hot input).
 )doc";
 
 void bind_rnn(py::module_ &m) {
@@ -652,13 +759,14 @@ py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
     ComputeScope nogil;
     T *hs = c->h_states.as<T>(), *cs = c->c_states.as<T>();
-    copy_inputs<T>(c->x.as<T>(), c->w_ih.as<T>(), c->w_hh.as<T>(), hs, a, h0, G);
+    copy_inputs<T>(*c, hs, a, h0, G);
     if (c0)
       std::memcpy(cs, c0, static_cast<std::size_t>(BH) * sz);
     else
       std::memset(cs, 0, static_cast<std::size_t>(BH) * sz);
-    lstm_forward<T>(hs + BH, cs + BH, c->gates.as<T>(), c->x.as<T>(), hs, cs, c->w_ih.as<T>(),
-                    c->w_hh.as<T>(), bias.as<T>(), int(Tn), int(B), int(D), int(H));
+    lstm_forward<T>(hs + BH, cs + BH, c->gates.as<T>(), c->x_ptr<T>(), c->ids_ptr(), hs, cs,
+                    c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), int(Tn), int(B), int(D),
+                    int(H));
     std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
     std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
     std::memcpy(cnp, cs + Tn * BH, static_cast<std::size_t>(BH) * sz);
@@ -690,7 +798,8 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
   py::object dc_n = take_grad<T>(d, c, dc_n_, "dc_n", "BH");
   const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
   const std::size_t sz = sizeof(T);
-  auto dx = new_array<T>({Tn, B, D});
+  T *dxp = nullptr;
+  auto [dx, dx_scratch] = dx_or_scratch<T>(c, G * H, &dxp);
   auto dh0 = new_array<T>({B, H});
   auto dc0 = new_array<T>({B, H});
   auto dw_ih = new_array<T>({G * H, D});
@@ -701,12 +810,13 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
   Block dh(static_cast<std::size_t>(B * H) * sz);
   {
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n), *dcp = ptr_or_null<T>(dc_n);
-    T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(),
-      *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
+    T *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(), *dwi = dw_ih.mutable_data(),
+      *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
     ComputeScope nogil;
     lstm_backward<T>(dxp, dh0p, dc0p, dwi, dwh, dbp, dgates.as<T>(), dw_scratch.as<T>(), dh.as<T>(),
                      dyp, dhp, dcp, c.h_states.as<T>(), c.c_states.as<T>(), c.gates.as<T>(),
-                     c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B), int(D), int(H));
+                     c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B),
+                     int(D), int(H));
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
@@ -724,7 +834,9 @@ const char *kLstmForwardDoc = R"doc(LSTM forward over a whole sequence (PyTorch'
     c_t = f ⊙ c_{t-1} + i ⊙ g,    h_t = o ⊙ tanh(c_t)
 
 Args:
-    x: (T, B, D) inputs, time-major.
+    x: (T, B, D) inputs, time-major; or a (T, B) integer array of token ids in [0, D), each
+        standing for a one-hot row over D (a gather of w_ih's columns: the one-hot rows are
+        never built, and backward returns dx = None).
     h0, c0: (B, H) initial hidden and cell states, or None for zeros.
     w_ih: (4H, D) input weights, gate rows in PyTorch's order i, f, g, o. Its dtype (float32 or
         float64) is the dtype of the call.
@@ -751,6 +863,7 @@ Args:
 Returns:
     (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (B, H),
     (4H, D), (4H, H), (4H,), (4H,); db_ih / db_hh are None where that bias was None.
+    dx is None when the forward's x was token ids (one-hot input).
 )doc";
 
 void bind_lstm(py::module_ &m) {
@@ -818,16 +931,15 @@ py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
     ComputeScope nogil;
     T *hs = c->h_states.as<T>();
-    std::memcpy(c->x.as<T>(), a.x.data(), static_cast<std::size_t>(Tn * B * D) * sz);
-    block_gate_rows<T>(c->w_ih.as<T>(), a.w_ih.data(), GateBlocks{int(H), G}, D);
+    copy_input_side<T>(*c, a, G);
     gru_recurrent_layout<T>(c->w_hh.as<T>(), a.w_hh.data(), int(H), H, reset_after);
     if (h0)
       std::memcpy(hs, h0, static_cast<std::size_t>(BH) * sz);
     else
       std::memset(hs, 0, static_cast<std::size_t>(BH) * sz);
-    gru_forward<T>(hs + BH, c->gates.as<T>(), c->aux.as<T>(), gh.as<T>(), c->x.as<T>(), hs,
-                   c->w_ih.as<T>(), c->w_hh.as<T>(), b_ih.as<T>(), b_hh.as<T>(), reset_after,
-                   int(Tn), int(B), int(D), int(H));
+    gru_forward<T>(hs + BH, c->gates.as<T>(), c->aux.as<T>(), gh.as<T>(), c->x_ptr<T>(),
+                   c->ids_ptr(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(), b_ih.as<T>(), b_hh.as<T>(),
+                   reset_after, int(Tn), int(B), int(D), int(H));
     std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
     std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
   }
@@ -860,7 +972,8 @@ py::tuple gru_backward_impl(const GruCache &c, py::handle dy_, py::handle dh_n_)
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
   const idx Tn = c.T, B = c.B, D = c.D, H = c.H, H3 = G * H;
   const std::size_t sz = sizeof(T);
-  auto dx = new_array<T>({Tn, B, D});
+  T *dxp = nullptr;
+  auto [dx, dx_scratch] = dx_or_scratch<T>(c, H3, &dxp);
   auto dh0 = new_array<T>({B, H});
   auto dw_ih = new_array<T>({H3, D});
   auto dw_hh = new_array<T>({H3, H});
@@ -872,13 +985,13 @@ py::tuple gru_backward_impl(const GruCache &c, py::handle dy_, py::handle dh_n_)
   Block dh(static_cast<std::size_t>(B * H) * sz), drh(static_cast<std::size_t>(B * H) * sz);
   {
     const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
-    T *dxp = dx.mutable_data(), *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(),
-      *dwh = dw_hh.mutable_data(), *dbi = db_ih.mutable_data(), *dbh = db_hh.mutable_data();
+    T *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(),
+      *dbi = db_ih.mutable_data(), *dbh = db_hh.mutable_data();
     ComputeScope nogil;
     gru_backward<T>(dxp, dh0p, dwi, dwh, dbi, dbh, dgi.as<T>(), dgh.as<T>(), dw_scratch.as<T>(),
                     dh.as<T>(), drh.as<T>(), dyp, dhp, c.h_states.as<T>(), c.gates.as<T>(),
-                    c.aux.as<T>(), c.x.as<T>(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.reset_after,
-                    int(Tn), int(B), int(D), int(H));
+                    c.aux.as<T>(), c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(),
+                    c.reset_after, int(Tn), int(B), int(D), int(H));
   }
   py::object bi = c.has_b_ih ? py::object(db_ih) : py::none();
   py::object bh = c.has_b_hh ? py::object(db_hh) : py::none();
@@ -899,7 +1012,9 @@ const char *kGruForwardDoc = R"doc(GRU forward over a whole sequence (PyTorch's 
     h' = (1 − z) ⊙ n + z ⊙ h
 
 Args:
-    x: (T, B, D) inputs, time-major.
+    x: (T, B, D) inputs, time-major; or a (T, B) integer array of token ids in [0, D), each
+        standing for a one-hot row over D (a gather of w_ih's columns: the one-hot rows are
+        never built, and backward returns dx = None).
     h0: (B, H) initial state, or None for zeros.
     w_ih: (3H, D) input weights, gate rows r, z, n. Its dtype (float32 or float64) is the
         dtype of the call.
@@ -927,6 +1042,7 @@ Args:
 Returns:
     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (3H, D), (3H, H),
     (3H,), (3H,); db_ih / db_hh are None where that bias was None.
+    dx is None when the forward's x was token ids (one-hot input).
 )doc";
 
 void bind_gru(py::module_ &m) {
@@ -945,31 +1061,6 @@ void bind_gru(py::module_ &m) {
 // ------------------------------------------------------------------------------------------
 // Language model: the fused output layer and the sampling loop
 // ------------------------------------------------------------------------------------------
-
-// Token ids: an integer array of `shape`'s rank, every value in [0, V). A float array is a
-// TypeError (no silent truncation); the first bad value is named with its position.
-py::array_t<std::int64_t, py::array::c_style> take_ids(const std::string &fn, py::handle obj,
-                                                       const char *name, idx V) {
-  if (obj.is_none())
-    throw py::type_error(fn + ": " + name + " must be an integer array of token ids, got None");
-  py::array a = py::reinterpret_steal<py::array>(py::handle());
-  try {
-    a = py::array::ensure(obj);
-  } catch (py::error_already_set &) {
-  }
-  if (!a || (a.dtype().kind() != 'i' && a.dtype().kind() != 'u'))
-    throw py::type_error(
-        fn + ": " + name + " must be an integer array of token ids, got " +
-        (a ? "an array of dtype " + std::string(py::str(a.dtype())) : type_name(obj)));
-  auto ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
-  const std::int64_t *p = ids.data();
-  for (idx i = 0; i < ids.size(); ++i)
-    if (p[i] < 0 || p[i] >= V)
-      throw py::value_error(fn + ": " + name + " must hold ids in [0, " + std::to_string(V) +
-                            "), got " + std::to_string(p[i]) + " at flat position " +
-                            std::to_string(i));
-  return ids;
-}
 
 template <typename T>
 py::tuple softmax_xent_impl(const std::string &fn, py::handle logits_, py::handle targets_,
@@ -1196,7 +1287,40 @@ Returns:
     of the logits GEMM.
 )doc";
 
+// a (M,K) or its transpose times b (K,N) or its transpose, on the vendored BLAS (one thread):
+// the language model's small products, kept off NumPy's BLAS and its own thread pool.
+py::array matmul_py(py::handle a_, py::handle b_, bool ta, bool tb) {
+  const std::string fn = "_matmul";
+  const DType dt = dtype_from(fn, a_, "a");
+  auto run = [&](auto zero) -> py::array {
+    using T = decltype(zero);
+    auto a = take<T>(fn, a_, "a", "(2-D)", dt);
+    auto b = take<T>(fn, b_, "b", "(2-D)", dt);
+    if (a.ndim() != 2 || b.ndim() != 2)
+      throw py::value_error(fn + ": a and b must be 2-D, got " + shape_str(shape_of(a)) + " and " +
+                            shape_str(shape_of(b)));
+    const idx M = ta ? a.shape(1) : a.shape(0), K = ta ? a.shape(0) : a.shape(1);
+    const idx K2 = tb ? b.shape(1) : b.shape(0), N = tb ? b.shape(0) : b.shape(1);
+    if (K != K2)
+      throw py::value_error(fn + ": inner sizes differ: " + shape_str(shape_of(a)) + " and " +
+                            shape_str(shape_of(b)));
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+      throw py::value_error(fn + ": a size exceeds the 32-bit BLAS limit");
+    auto c = new_array<T>({M, N});
+    {
+      ComputeScope nogil;
+      gemm<T>(ta, tb, int(M), int(N), int(K), T(1), a.data(), int(a.shape(1)), b.data(),
+              int(b.shape(1)), T(0), c.mutable_data(), int(N));
+    }
+    return c;
+  };
+  return dt == DType::F32 ? run(0.0f) : run(0.0);
+}
+
 void bind_lm(py::module_ &m) {
+  m.def("_matmul", &matmul_py, py::arg("a"), py::arg("b"), py::arg("trans_a") = false,
+        py::arg("trans_b") = false,
+        "Private: op(a) @ op(b) on rnncore's BLAS, one thread (small products of the model).");
   m.def("softmax_cross_entropy", &softmax_xent_py, py::arg("logits"), py::arg("targets"),
         py::kw_only(), py::arg("grad") = py::bool_(true), kSoftmaxXentDoc);
   m.def("linear_cross_entropy", &linear_xent_py, py::arg("h"), py::arg("w"), py::arg("b"),

@@ -436,8 +436,16 @@ BAD_FORWARD = [
     ),
     ({"w_ih": None}, TypeError, r"w_ih must be a float32 or float64 array, got None"),
     ({"w_hh": None}, TypeError, r"w_hh must be a float32 array of shape \(H, H\), got None"),
-    ({"x": None}, TypeError, r"x must be a float32 array of shape \(T, B, D\), got None"),
-    ({"x": "hello"}, TypeError, r"x must be a float32 array of shape \(T, B, D\), got str"),
+    (
+        {"x": None},
+        TypeError,
+        r"x must be a float32 array of shape \(T, B, D\), or integer ids of shape \(T, B\), got None",
+    ),
+    (
+        {"x": "hello"},
+        TypeError,
+        r"x must be a float32 array of shape \(T, B, D\), or integer ids of shape \(T, B\), got str",
+    ),
     ({"x": [[["a"]]]}, TypeError, r"x must be a float32 array .*does not convert"),
     ({"h0": {"a": 1}}, TypeError, r"h0 must be a float32 array of shape \(B, H\), got dict"),
     (
@@ -551,3 +559,61 @@ def test_dtype_travels_with_the_cache():
     ):
         rnncore.lstm_backward(None, np.zeros((2, 5), np.float32), None, cache)
     assert "GRUCache" in repr(GRU_RESET_BEFORE.forward(good(GRU))[1])
+
+
+# --- one-hot input: token ids instead of x -------------------------------------------------------
+
+
+@cells
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(7, 5, 11, 20), (3, 50, 65, 128), (1, 1, 1, 3)], ids=str)
+def test_token_ids_equal_one_hot_rows(rng, cell, dtype, shape):
+    """x as (T, B) integer ids gives what the one-hot (T, B, D) float rows give, with dx None;
+    ids repeat, so the weight gradient's scatter-add sums several positions."""
+    T, B, D, H = shape
+    args = make_args(cell, rng, T, B, D, H, dtype)
+    ids = rng.integers(0, D, (T, B))
+    dense = dict(args, x=np.eye(D, dtype=dtype)[ids])
+    upstream = make_upstream(cell, rng, T, B, H, dtype)
+    want = run(cell, dense, upstream)
+    for x in (ids, ids.astype(np.uint8) if D <= 256 else ids, ids.astype(np.int32)):
+        for n in (1, 2):
+            with num_threads(n):
+                got = run(cell, dict(args, x=x), upstream)
+            tol = 1e-12 if dtype == np.float64 else 1e-5
+            for name, a, b in zip(cell.outputs + cell.grads, got, want, strict=True):
+                if name == "dx":
+                    assert a is None
+                    continue
+                assert rel_err(a, b) <= tol, (name, rel_err(a, b))
+
+
+@cells
+def test_token_ids_are_checked(cell):
+    G = cell.gates
+    args = dict(h0=None, c0=None, w_ih=np.zeros((G * 4, 6)), w_hh=np.zeros((G * 4, 4)),
+                b_ih=None, b_hh=None)  # fmt: skip
+    with pytest.raises(ValueError, match=r"x must hold ids in \[0, 6\), got 6 at flat position 3"):
+        cell.forward(dict(args, x=np.array([[0, 1], [2, 6]])))
+    with pytest.raises(ValueError, match=r"x must hold ids in \[0, 6\), got -1"):
+        cell.forward(dict(args, x=np.array([[-1]])))
+    with pytest.raises(
+        TypeError,
+        match=r"or be a \(T, B\) integer array of token ids; got int64 of shape \(2, 1, 6\)",
+    ):
+        cell.forward(dict(args, x=np.zeros((2, 1, 6), np.int64)))
+
+
+def test_layers_take_token_ids(rng):
+    lstm = rnncore.LSTM(9, 6, num_layers=2, dtype=np.float64, seed=0)
+    ids = rng.integers(0, 9, (5, 3))
+    y_ids, _ = lstm.forward(ids)
+    dx, _ = lstm.backward(np.ones_like(y_ids))
+    g_ids = {k: v.copy() for k, v in lstm.grads.items()}
+    lstm.zero_grad()
+    y_dense, _ = lstm.forward(np.eye(9)[ids])
+    lstm.backward(np.ones_like(y_dense))
+    assert dx is None
+    np.testing.assert_allclose(y_ids, y_dense, rtol=1e-13, atol=1e-15)
+    for k, v in lstm.grads.items():
+        np.testing.assert_allclose(g_ids[k], v, rtol=1e-12, atol=1e-14)

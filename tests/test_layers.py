@@ -638,7 +638,8 @@ BAD_FORWARD = [
         np.zeros((5, 2, 3), np.int64),
         None,
         TypeError,
-        r"RNN.forward: x must have dtype float64 \(the layer's dtype\), got int64",
+        r"RNN.forward: x must have dtype float64 \(the layer's dtype\), or be a \(T, B\) "
+        r"integer array of token ids; got int64 of shape \(5, 2, 3\)",
     ),
     (
         "rnn-tanh",

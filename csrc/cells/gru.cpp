@@ -20,6 +20,7 @@
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/input.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
 
@@ -58,9 +59,9 @@ void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
 }  // namespace
 
 template <typename T>
-void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const T *h0, const T *w_ih,
-                 const T *w_hh, const T *b_ih, const T *b_hh, bool reset_after, int T_, int B,
-                 int D, int H) {
+void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const std::int32_t *ids, const T *h0,
+                 const T *w_ih, const T *w_hh, const T *b_ih, const T *b_hh, bool reset_after,
+                 int T_, int B, int D, int H) {
   if (T_ == 0 || B == 0 || H == 0) return;
   const idx BH = static_cast<idx>(B) * H, BG = BH * G, H3 = static_cast<idx>(G) * H;
   const GateBlocks g3{H, 3}, g2{H, 2};
@@ -78,8 +79,8 @@ void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const T *h0, const 
     const StepGemm<T> rec = arena.slice(w_hh, H, true, gates_here * j0, gates_here * j1, p);
     const StepGemm<T> rec_n =
         arena_n.slice(w_hn, H, true, reset_after ? 0 : j0, reset_after ? 0 : j1, p);
-    if (j1 > j0)  // input projection, this thread's gate columns
-      gemm_cols<T>(G * j0, G * j1, false, true, T_ * B, D, x, D, w_ih, D, T(0), gates, G * H);
+    // Input projection, this thread's gate columns.
+    input_projection<T>(gates, G * H, x, ids, w_ih, T_ * B, D, G * j0, G * j1);
     for (int t = 0; t < T_; ++t) {
       const T *hp = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H) h_{t-1}
       T *gt = gates + t * BG, *at = aux + t * BH, *ht = hs + t * BH;
@@ -147,8 +148,8 @@ void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const T *h0, const 
 template <typename T>
 void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi, T *dgh,
                   T *dw_scratch, T *dh, T *drh, const T *dy, const T *dh_n, const T *h_states,
-                  const T *gates, const T *aux, const T *x, const T *w_ih, const T *w_hh,
-                  bool reset_after, int T_, int B, int D, int H) {
+                  const T *gates, const T *aux, const T *x, const std::int32_t *ids, const T *w_ih,
+                  const T *w_hh, bool reset_after, int T_, int B, int D, int H) {
   const idx BH = static_cast<idx>(B) * H, BG = BH * G, H3 = static_cast<idx>(G) * H;
   const int TB = T_ * B;
   const GateBlocks g3{H, 3}, g2{H, 2};
@@ -158,7 +159,7 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
     std::fill(dw_hh, dw_hh + H3 * H, T(0));
     std::fill(db_ih, db_ih + H3, T(0));
     std::fill(db_hh, db_hh + H3, T(0));
-    std::fill(dx, dx + static_cast<idx>(TB) * D, T(0));
+    if (!ids) std::fill(dx, dx + static_cast<idx>(TB) * D, T(0));
     return;
   }
   const T *w_hn = w_hh + 2 * static_cast<idx>(H) * H;
@@ -252,7 +253,7 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
     // put back in PyTorch's row order.
     if (j1 > j0) {
       T *s_ih = dw_scratch, *s_hh = s_ih + H3 * D, *s_bi = s_hh + H3 * H, *s_bh = s_bi + H3;
-      gemm_rows<T>(G * j0, G * j1, true, false, D, TB, dgi, G * H, x, D, T(0), s_ih, D);
+      input_weight_grad<T>(s_ih, dgi, G * H, x, ids, TB, D, G * H, G * j0, G * j1, dx);
       col_sums<T>(s_bi, dgi, TB, H3, G * j0, G * j1);
       unblock_gate_rows<T>(dw_ih, s_ih, g3, D, j0, j1);
       unblock_gate_rows<T>(db_ih, s_bi, g3, 1, j0, j1);
@@ -272,17 +273,21 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
       }
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    const Range rows = split(TB, np, p, 1);
-    gemm_rows<T>(rows.begin, rows.end, false, false, D, G * H, dgi, G * H, w_ih, D, T(0), dx, D);
+    if (!ids) {
+      const Range rows = split(TB, np, p, 1);
+      gemm_rows<T>(rows.begin, rows.end, false, false, D, G * H, dgi, G * H, w_ih, D, T(0), dx, D);
+    }
   }
 }
 
 #define RNNCORE_INSTANTIATE(T)                                                                    \
-  template void gru_forward<T>(T *, T *, T *, T *, const T *, const T *, const T *, const T *,    \
-                               const T *, const T *, bool, int, int, int, int);                   \
+  template void gru_forward<T>(T *, T *, T *, T *, const T *, const std::int32_t *, const T *,    \
+                               const T *, const T *, const T *, const T *, bool, int, int, int,   \
+                               int);                                                              \
   template void gru_backward<T>(T *, T *, T *, T *, T *, T *, T *, T *, T *, T *, T *, const T *, \
-                                const T *, const T *, const T *, const T *, const T *, const T *, \
-                                const T *, bool, int, int, int, int);
+                                const T *, const T *, const T *, const T *, const T *,            \
+                                const std::int32_t *, const T *, const T *, bool, int, int, int,  \
+                                int);
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)
 #undef RNNCORE_INSTANTIATE

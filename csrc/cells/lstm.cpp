@@ -18,6 +18,7 @@
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/input.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
 
@@ -124,8 +125,9 @@ void lstm_cell_block_backward(T *dgates_t, T *dc, const T *dh, const T *dy_t, co
 }  // namespace
 
 template <typename T>
-void lstm_forward(T *hs, T *cs, T *gates, const T *x, const T *h0, const T *c0, const T *w_ih,
-                  const T *w_hh, const T *bias, int T_, int B, int D, int H) {
+void lstm_forward(T *hs, T *cs, T *gates, const T *x, const std::int32_t *ids, const T *h0,
+                  const T *c0, const T *w_ih, const T *w_hh, const T *bias, int T_, int B, int D,
+                  int H) {
   if (T_ == 0 || B == 0 || H == 0) return;
   const idx BH = static_cast<idx>(B) * H, BG = BH * G;
   const GateBlocks gb{H, G};
@@ -139,9 +141,7 @@ void lstm_forward(T *hs, T *cs, T *gates, const T *x, const T *h0, const T *c0, 
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
     const StepGemm<T> rec = arena.slice(w_hh, H, true, G * r.begin, G * r.end, p);
     // Input projection of all T*B rows, this thread's gate columns.
-    if (r.end > r.begin)
-      gemm_cols<T>(G * r.begin, G * r.end, false, true, T_ * B, D, x, D, w_ih, D, T(0), gates,
-                   G * H);
+    input_projection<T>(gates, G * H, x, ids, w_ih, T_ * B, D, G * r.begin, G * r.end);
     for (int t = 0; t < T_; ++t) {
       const T *h_prev = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H)
       const T *c_prev = t == 0 ? c0 : cs + (t - 1) * BH;  // (B,H)
@@ -157,8 +157,8 @@ void lstm_forward(T *hs, T *cs, T *gates, const T *x, const T *h0, const T *c0, 
 template <typename T>
 void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, T *dw_scratch,
                    T *dh, const T *dy, const T *dh_n, const T *dc_n, const T *h_states,
-                   const T *c_states, const T *gates, const T *x, const T *w_ih, const T *w_hh,
-                   int T_, int B, int D, int H) {
+                   const T *c_states, const T *gates, const T *x, const std::int32_t *ids,
+                   const T *w_ih, const T *w_hh, int T_, int B, int D, int H) {
   const idx BH = static_cast<idx>(B) * H, BG = BH * G;
   const int TB = T_ * B;
   const GateBlocks gb{H, G};
@@ -168,7 +168,7 @@ void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, 
     std::fill(dw_ih, dw_ih + static_cast<idx>(G) * H * D, T(0));
     std::fill(dw_hh, dw_hh + static_cast<idx>(G) * H * H, T(0));
     std::fill(db, db + static_cast<idx>(G) * H, T(0));
-    std::fill(dx, dx + static_cast<idx>(TB) * D, T(0));
+    if (!ids) std::fill(dx, dx + static_cast<idx>(TB) * D, T(0));
     return;
   }
   const int nt = threads_for(2.0 * B * G * H * H, gb.blocks());
@@ -202,7 +202,7 @@ void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, 
       const int c0 = G * j0, c1 = G * j1;
       T *s_ih = dw_scratch, *s_hh = s_ih + static_cast<idx>(G) * H * D,
         *s_b = s_hh + static_cast<idx>(G) * H * H;
-      gemm_rows<T>(c0, c1, true, false, D, TB, dgates, G * H, x, D, T(0), s_ih, D);
+      input_weight_grad<T>(s_ih, dgates, G * H, x, ids, TB, D, G * H, c0, c1, dx);
       gemm_rows<T>(c0, c1, true, false, H, TB, dgates, G * H, h_states, H, T(0), s_hh, H);
       for (int c = c0; c < c1; ++c) s_b[c] = T(0);
       for (idx i = 0; i < TB; ++i) {
@@ -215,17 +215,20 @@ void lstm_backward(T *dx, T *dh0, T *dc0, T *dw_ih, T *dw_hh, T *db, T *dgates, 
       unblock_gate_rows<T>(db, s_b, gb, 1, j0, j1);
     }
     // dx = dgates W_ih: the sum over gates does not care about their order.
-    const Range rows = split(TB, np, p, 1);
-    gemm_rows<T>(rows.begin, rows.end, false, false, D, G * H, dgates, G * H, w_ih, D, T(0), dx, D);
+    if (!ids) {
+      const Range rows = split(TB, np, p, 1);
+      gemm_rows<T>(rows.begin, rows.end, false, false, D, G * H, dgates, G * H, w_ih, D, T(0), dx,
+                   D);
+    }
   }
 }
 
 #define RNNCORE_INSTANTIATE(T)                                                                     \
-  template void lstm_forward<T>(T *, T *, T *, const T *, const T *, const T *, const T *,         \
-                                const T *, const T *, int, int, int, int);                         \
+  template void lstm_forward<T>(T *, T *, T *, const T *, const std::int32_t *, const T *,         \
+                                const T *, const T *, const T *, const T *, int, int, int, int);   \
   template void lstm_backward<T>(T *, T *, T *, T *, T *, T *, T *, T *, T *, const T *,           \
                                  const T *, const T *, const T *, const T *, const T *, const T *, \
-                                 const T *, const T *, int, int, int, int);
+                                 const std::int32_t *, const T *, const T *, int, int, int, int);
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)
 #undef RNNCORE_INSTANTIATE

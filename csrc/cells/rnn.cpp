@@ -22,6 +22,7 @@
 
 #include "common/activations.h"
 #include "common/blas.h"
+#include "common/input.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
 
@@ -85,8 +86,8 @@ void activate_backward(T *g, const T *dy, const T *h, Activation act, int B, int
 }  // namespace
 
 template <typename T>
-void rnn_forward(T *hs, const T *x, const T *h0, const T *w_ih, const T *w_hh, const T *bias,
-                 Activation act, int T_, int B, int D, int H) {
+void rnn_forward(T *hs, const T *x, const std::int32_t *ids, const T *h0, const T *w_ih,
+                 const T *w_hh, const T *bias, Activation act, int T_, int B, int D, int H) {
   if (T_ == 0 || B == 0 || H == 0) return;
   const idx BH = static_cast<idx>(B) * H;
   const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
@@ -97,8 +98,7 @@ void rnn_forward(T *hs, const T *x, const T *h0, const T *w_ih, const T *w_hh, c
     const Range r = split(H, omp_get_num_threads(), p, kColAlign);
     const StepGemm<T> rec = arena.slice(w_hh, H, true, r.begin, r.end, p);  // h W_hh^T
     // Input projection of all T*B rows, this thread's columns: hs[:, :, j0:j1] = x W_ih[j0:j1]^T
-    if (r.end > r.begin)
-      gemm_cols<T>(r.begin, r.end, false, true, T_ * B, D, x, D, w_ih, D, T(0), hs, H);
+    input_projection<T>(hs, H, x, ids, w_ih, T_ * B, D, r.begin, r.end);
     for (int t = 0; t < T_; ++t) {
       const T *h_prev = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H)
       T *h = hs + t * BH;                                 // (B,H)
@@ -111,8 +111,8 @@ void rnn_forward(T *hs, const T *x, const T *h0, const T *w_ih, const T *w_hh, c
 
 template <typename T>
 void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy, const T *dh_n,
-                  const T *states, const T *x, const T *w_ih, const T *w_hh, Activation act, int T_,
-                  int B, int D, int H) {
+                  const T *states, const T *x, const std::int32_t *ids, const T *w_ih,
+                  const T *w_hh, Activation act, int T_, int B, int D, int H) {
   const idx BH = static_cast<idx>(B) * H;
   const int TB = T_ * B;
   if (TB == 0 || H == 0) {  // nothing flows through time: dh0 = dh_n, the rest is zero
@@ -120,7 +120,8 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
     for (idx i = 0; i < static_cast<idx>(H) * D; ++i) dw_ih[i] = T(0);
     for (idx i = 0; i < static_cast<idx>(H) * H; ++i) dw_hh[i] = T(0);
     for (int j = 0; db && j < H; ++j) db[j] = T(0);
-    for (idx i = 0; i < static_cast<idx>(TB) * D; ++i) dx[i] = T(0);
+    if (!ids)
+      for (idx i = 0; i < static_cast<idx>(TB) * D; ++i) dx[i] = T(0);
     return;
   }
   const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
@@ -151,7 +152,7 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
     //   dW_ih[j0:j1] = dpre[:, :, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, :, j0:j1]^T h_{0..T-1}.
     if (j1 > j0) {
-      gemm_rows<T>(j0, j1, true, false, D, TB, dpre, H, x, D, T(0), dw_ih, D);
+      input_weight_grad<T>(dw_ih, dpre, H, x, ids, TB, D, H, j0, j1, dx);  // dx: scratch if ids
       gemm_rows<T>(j0, j1, true, false, H, TB, dpre, H, states, H, T(0), dw_hh, H);
     }
     if (db) {
@@ -163,20 +164,21 @@ void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy
       }
     }
     // dx = dpre W_ih, split by rows: every column of dpre is complete after the last barrier.
-    const Range rows = split(TB, np, p, 1);
-    gemm_rows<T>(rows.begin, rows.end, false, false, D, H, dpre, H, w_ih, D, T(0), dx, D);
+    if (!ids) {
+      const Range rows = split(TB, np, p, 1);
+      gemm_rows<T>(rows.begin, rows.end, false, false, D, H, dpre, H, w_ih, D, T(0), dx, D);
+    }
   }
 }
 
-template void rnn_forward<float>(float *, const float *, const float *, const float *,
-                                 const float *, const float *, Activation, int, int, int, int);
-template void rnn_forward<double>(double *, const double *, const double *, const double *,
-                                  const double *, const double *, Activation, int, int, int, int);
-template void rnn_backward<float>(float *, float *, float *, float *, float *, float *,
-                                  const float *, const float *, const float *, const float *,
-                                  const float *, const float *, Activation, int, int, int, int);
-template void rnn_backward<double>(double *, double *, double *, double *, double *, double *,
-                                   const double *, const double *, const double *, const double *,
-                                   const double *, const double *, Activation, int, int, int, int);
+#define RNNCORE_INSTANTIATE(T)                                                                     \
+  template void rnn_forward<T>(T *, const T *, const std::int32_t *, const T *, const T *,         \
+                               const T *, const T *, Activation, int, int, int, int);              \
+  template void rnn_backward<T>(T *, T *, T *, T *, T *, T *, const T *, const T *, const T *,     \
+                                const T *, const std::int32_t *, const T *, const T *, Activation, \
+                                int, int, int, int);
+RNNCORE_INSTANTIATE(float)
+RNNCORE_INSTANTIATE(double)
+#undef RNNCORE_INSTANTIATE
 
 }  // namespace rnncore

@@ -47,14 +47,14 @@ def rnn_forward(
     nonlinearity: Literal["tanh", "relu"] = "tanh",
     training: bool = True,
 ) -> tuple[_Array, _Array, RNNCache | None]:
-    """Vanilla RNN forward: x (T,B,D), h0 (B,H) | None, w_ih (H,D), w_hh (H,H), b (H,) | None
-    -> y (T,B,H), h_n (B,H), cache."""
+    """Vanilla RNN forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0 (B,H) | None,
+    w_ih (H,D), w_hh (H,H), b (H,) | None -> y (T,B,H), h_n (B,H), cache."""
 
 def rnn_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: RNNCache
-) -> tuple[_Array, _Array, _Array, _Array, _Array | None, _Array | None]:
-    """BPTT: dy (T,B,H) | None, dh_n (B,H) | None -> dx (T,B,D), dh0 (B,H), dw_ih (H,D),
-    dw_hh (H,H), db_ih (H,) | None, db_hh (H,) | None."""
+) -> tuple[_Array | None, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: dy (T,B,H) | None, dh_n (B,H) | None -> dx (T,B,D) (None for id input),
+    dh0 (B,H), dw_ih (H,D), dw_hh (H,H), db_ih (H,) | None, db_hh (H,) | None."""
 
 def lstm_forward(
     x: _ArrayLike,
@@ -67,14 +67,15 @@ def lstm_forward(
     *,
     training: bool = True,
 ) -> tuple[_Array, _Array, _Array, LSTMCache | None]:
-    """LSTM forward: x (T,B,D), h0/c0 (B,H) | None, w_ih (4H,D), w_hh (4H,H), b (4H,) | None
-    -> y (T,B,H), h_n (B,H), c_n (B,H), cache. Gate order i, f, g, o."""
+    """LSTM forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0/c0 (B,H) | None,
+    w_ih (4H,D), w_hh (4H,H), b (4H,) | None -> y (T,B,H), h_n (B,H), c_n (B,H), cache.
+    Gate order i, f, g, o."""
 
 def lstm_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, dc_n: _ArrayLike | None, cache: LSTMCache
-) -> tuple[_Array, _Array, _Array, _Array, _Array, _Array | None, _Array | None]:
-    """BPTT: -> dx (T,B,D), dh0 (B,H), dc0 (B,H), dw_ih (4H,D), dw_hh (4H,H),
-    db_ih (4H,) | None, db_hh (4H,) | None."""
+) -> tuple[_Array | None, _Array, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: -> dx (T,B,D) (None for id input), dh0 (B,H), dc0 (B,H), dw_ih (4H,D),
+    dw_hh (4H,H), db_ih (4H,) | None, db_hh (4H,) | None."""
 
 def gru_forward(
     x: _ArrayLike,
@@ -87,14 +88,14 @@ def gru_forward(
     reset_after: bool = True,
     training: bool = True,
 ) -> tuple[_Array, _Array, GRUCache | None]:
-    """GRU forward: x (T,B,D), h0 (B,H) | None, w_ih (3H,D), w_hh (3H,H), b (3H,) | None
-    -> y (T,B,H), h_n (B,H), cache. Gate order r, z, n."""
+    """GRU forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0 (B,H) | None,
+    w_ih (3H,D), w_hh (3H,H), b (3H,) | None -> y (T,B,H), h_n (B,H), cache. Gate order r, z, n."""
 
 def gru_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: GRUCache
-) -> tuple[_Array, _Array, _Array, _Array, _Array | None, _Array | None]:
-    """BPTT: -> dx (T,B,D), dh0 (B,H), dw_ih (3H,D), dw_hh (3H,H), db_ih (3H,) | None,
-    db_hh (3H,) | None."""
+) -> tuple[_Array | None, _Array, _Array, _Array, _Array | None, _Array | None]:
+    """BPTT: -> dx (T,B,D) (None for id input), dh0 (B,H), dw_ih (3H,D), dw_hh (3H,H),
+    db_ih (3H,) | None, db_hh (3H,) | None."""
 
 def set_num_threads(n: int) -> None:
     """Set the number of OpenMP threads rnncore's kernels use (n >= 1)."""
@@ -106,6 +107,9 @@ def blas_info() -> dict[str, str | int]:
     """The vendored OpenBLAS: corename, config, blas_threads (always 1)."""
 
 def _pool_bytes() -> int: ...
+def _matmul(
+    a: _ArrayLike, b: _ArrayLike, trans_a: bool = False, trans_b: bool = False
+) -> _Array: ...
 def _empty_pool() -> int: ...
 def _set_gemm_path(name: Literal["blas", "portable", "avx2", "avx512"]) -> None: ...
 def _gemm_path() -> str: ...

@@ -63,6 +63,7 @@ class _Tape:
     masks: list[Array | None]  # (T, B, H) dropout mask applied to layer k's output, or None
     T: int
     B: int
+    w_ih0_given: bool  # layer 0 ran with a caller's input weight (see _run)
 
 
 def _size(where: str, name: str, value: Any) -> int:
@@ -137,6 +138,7 @@ class _RecurrentStack(Generic[S]):
                 self._params[f"{name}_l{layer}"] = w.astype(self.dtype)
         self._grads = {name: np.zeros_like(p) for name, p in self._params.items()}
         self._tape: _Tape | None = None
+        self._dw_ih0: Array | None = None  # see _run
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -223,7 +225,8 @@ class _RecurrentStack(Generic[S]):
         """Run the stack over a whole sequence.
 
         Args:
-            x: (T, B, D) inputs, of the layer's dtype.
+            x: (T, B, D) inputs, of the layer's dtype; or a (T, B) integer array of token ids
+                in [0, input_size), standing for one-hot rows (gathered, never built).
             state: initial state, or None for zeros: (L, B, H) for RNN and GRU; for the LSTM a
                 tuple (h, c) of two (L, B, H) arrays (either may be None).
             training: keep the caches for backward() and apply dropout between layers. With
@@ -242,14 +245,31 @@ class _RecurrentStack(Generic[S]):
         Not thread-safe: the caches live on the layer object, so one layer must not run
         forward/backward from several threads at once.
         """
+        return self._run(x, state, training=training)
+
+    def _run(
+        self, x: npt.ArrayLike, state: S | None, *, training: bool, w_ih0: Array | None = None
+    ) -> tuple[Array, S]:
+        """forward(); with w_ih0, layer 0 uses that input weight instead of weight_ih_l0 (for
+        a model that folds its embedding into it), and backward() leaves the gradient of
+        w_ih0 in ``self._dw_ih0`` instead of adding it to grads."""
         where = f"{type(self).__name__}.forward"
         training = _flag(where, "training", training)
-        x = self._array(where, "x", x, "(T, B, D)")
-        if x.ndim != 3 or x.shape[2] != self.input_size:
-            raise ValueError(
-                f"{where}: x must have shape (T, B, D) with D = input_size = {self.input_size}, "
-                f"got shape {x.shape}"
-            )
+        d_in = self.input_size if w_ih0 is None else w_ih0.shape[1]
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer):
+            # One-hot input: (T, B) token ids; the kernel gathers weight columns, no dx.
+            if x.ndim != 2:  # an integer (T, B, D) array is a dtype mistake, not token ids
+                raise TypeError(
+                    f"{where}: x must have dtype {self.dtype} (the layer's dtype), or be a (T, B) "
+                    f"integer array of token ids; got {x.dtype} of shape {x.shape}"
+                )
+        else:
+            x = self._array(where, "x", x, "(T, B, D)")
+            if x.ndim != 3 or x.shape[2] != d_in:
+                raise ValueError(
+                    f"{where}: x must have shape (T, B, D) with D = input_size = {d_in}, "
+                    f"got shape {x.shape}"
+                )
         T, B = x.shape[:2]
         states0 = self._unpack(where, "state", state, B)
         self._tape = None  # frees the previous caches before the kernels allocate new ones
@@ -261,7 +281,10 @@ class _RecurrentStack(Generic[S]):
         inp = x  # (T, B, D) for layer 0, then (T, B, H)
         for layer in range(self.num_layers):
             s0 = [None if s is None else s[layer] for s in states0]  # (B, H) each
-            y, *rest = fwd(inp, *s0, *self._weights(layer), training=training, **self._options)
+            weights = self._weights(layer)
+            if layer == 0 and w_ih0 is not None:
+                weights[0] = w_ih0
+            y, *rest = fwd(inp, *s0, *weights, training=training, **self._options)
             for f, s in zip(finals, rest[:n], strict=True):
                 f.append(s)  # (B, H)
             caches.append(rest[n])
@@ -275,7 +298,7 @@ class _RecurrentStack(Generic[S]):
             masks.append(mask)
             inp = y
         if training:
-            self._tape = _Tape(caches, masks, T, B)
+            self._tape = _Tape(caches, masks, T, B, w_ih0 is not None)
         return inp, self._pack([np.stack(f) for f in finals])
 
     def backward(self, dy: npt.ArrayLike | None, dstate: S | None = None) -> tuple[Array, S]:
@@ -287,7 +310,7 @@ class _RecurrentStack(Generic[S]):
                 ((L, B, H), or (dh, dc) for the LSTM, either may be None), or None for zeros.
 
         Returns:
-            dx: (T, B, D) gradient with respect to x.
+            dx: (T, B, D) gradient with respect to x (None when x was integer token ids).
             dstate0: gradient with respect to forward's initial state, in the state's format;
                 returned also when forward got state=None (the gradient at the zero state).
 
@@ -323,7 +346,9 @@ class _RecurrentStack(Generic[S]):
             for out, d in zip(d0, rest[:n], strict=True):
                 out[layer] = d
             for name, g in zip(_PARAM_NAMES, rest[n:], strict=True):
-                if g is not None:
+                if layer == 0 and name == "weight_ih" and tape.w_ih0_given:
+                    self._dw_ih0 = g  # the caller's input weight: theirs to use
+                elif g is not None:
                     self._grads[f"{name}_l{layer}"] += g
             if layer > 0 and tape.masks[layer - 1] is not None:
                 dx = dx * tape.masks[layer - 1]  # the same mask as the forward

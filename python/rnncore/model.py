@@ -118,7 +118,7 @@ class CharRNN:
         self.params = ParamGroup(init, dtype=self.dtype)
         self.rnn._use_buffers(*self.params.views("rnn."))
         # (x, dh, dw, db, mask) of the last training loss(): what backward() needs.
-        self._tape: tuple[Array, Array, Array, Array | None, Array | None] | None = None
+        self._tape: tuple[Array, Array, Array, Array, Array | None] | None = None
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -142,11 +142,18 @@ class CharRNN:
 
     # --- forward / backward -------------------------------------------------------------------
 
-    def _inputs(self, x: Array) -> Array:
-        """(T, B) ids -> (T, B, E) embedding rows, or (T, B, V) one-hot vectors."""
-        if self.embedding_size:
-            return self.params.params["embedding.weight"][x]
-        return np.eye(self.vocab_size, dtype=self.dtype)[x]
+    def _input_weight(self) -> Array | None:
+        """Layer 0's input weight over the vocabulary: (G*H, V) = weight_ih_l0 embeddingᵀ.
+
+        The kernels take the token ids as one-hot input, so the embedding lookup and layer 0's
+        input projection become one gather of this product's columns (and their backward one
+        scatter-add): the (T*B, E) x (E, G*H) product and its two gradients are never formed.
+        None with one-hot input, where weight_ih_l0 already is (G*H, V).
+        """
+        if not self.embedding_size:
+            return None
+        p = self.params.params
+        return _core._matmul(p["rnn.weight_ih_l0"], p["embedding.weight"], trans_b=True)
 
     def _ids(self, name: str, a: npt.ArrayLike, shape: tuple[int, ...] | None = None) -> Array:
         ids = np.asarray(a)
@@ -178,7 +185,8 @@ class CharRNN:
         x = self._ids("x", x)
         y = self._ids("y", y, x.shape)
         T, B = x.shape
-        out, final = self.rnn.forward(self._inputs(x), state, training=training)
+        ids = x.astype(np.int32, copy=False)
+        out, final = self.rnn._run(ids, state, training=training, w_ih0=self._input_weight())
         mask = None
         p_drop = self.rnn.dropout
         if training and p_drop > 0:
@@ -211,14 +219,13 @@ class CharRNN:
         g["decoder.weight"] += dw
         g["decoder.bias"] += db
         T, B = x.shape
-        dx, _ = self.rnn.backward(dh.reshape(T, B, self.hidden_size))
+        self.rnn.backward(dh.reshape(T, B, self.hidden_size))  # no dx: the input is token ids
         if self.embedding_size:
-            # Scatter-add of the (T*B, E) input gradients into the rows they came from.
-            ge = g["embedding.weight"]
-            order = np.argsort(x.reshape(-1), kind="stable")
-            ids = x.reshape(-1)[order]
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-            ge[ids[starts]] += np.add.reduceat(dx.reshape(T * B, -1)[order], starts, axis=0)
+            # The gradient of weight_ih_l0 embeddingᵀ (G*H, V), split between its two factors.
+            dw0, self.rnn._dw_ih0 = self.rnn._dw_ih0, None
+            p = self.params.params
+            g["rnn.weight_ih_l0"] += _core._matmul(dw0, p["embedding.weight"])
+            g["embedding.weight"] += _core._matmul(dw0, p["rnn.weight_ih_l0"], trans_a=True)
 
     def train_step(
         self, x: npt.ArrayLike, y: npt.ArrayLike, state: Any = None

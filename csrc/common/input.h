@@ -1,0 +1,64 @@
+// The input side of a cell: x W_ih^T for all T*B rows, and its weight gradient.
+//
+// The input is either dense rows x (TB, D), or token ids (TB) standing for one-hot rows over D
+// (a language model's characters). For one-hot input the projection is a gather and the weight
+// gradient a scatter-add, and no dx exists:
+//
+//   dense    proj[i, c] = sum_d x[i, d] W[c, d]      dW[c, d] = sum_i g[i, c] x[i, d]
+//   one-hot  proj[i, c] = W[c, ids[i]] = Wt[ids[i], c]          dW[c, ids[i]] += g[i, c]
+//
+// W (N, D) row-major holds N = G*H gate rows (gate-blocked for gated cells); for one-hot input
+// the cells receive it transposed, Wt (D, N), so that a gather copies contiguous rows.
+// Both helpers work on the column (gate row) range [c0, c1) of one thread.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "common/blas.h"
+
+namespace rnncore {
+
+// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection.
+template <typename T>
+void input_projection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int TB,
+                      int D, int c0, int c1) {
+  if (c1 <= c0) return;
+  if (!ids) {
+    gemm_cols<T>(c0, c1, false, true, TB, D, x, D, w, D, T(0), out, ldo);
+    return;
+  }
+  const int N = ldo;  // one-hot callers pass the full gate width as ldo: Wt is (D, ldo)
+  for (int i = 0; i < TB; ++i)
+    std::memcpy(out + static_cast<std::ptrdiff_t>(i) * ldo + c0,
+                w + static_cast<std::ptrdiff_t>(ids[i]) * N + c0,
+                static_cast<std::size_t>(c1 - c0) * sizeof(T));
+}
+
+// Rows [c0, c1) of dW (N, D) (overwritten) from g (TB, ldg). One-hot input accumulates in
+// `scratch` (D, N: columns [c0, c1) are this thread's) and writes the transpose out.
+template <typename T>
+void input_weight_grad(T *dw, const T *g, int ldg, const T *x, const std::int32_t *ids, int TB,
+                       int D, int N, int c0, int c1, T *scratch) {
+  if (c1 <= c0) return;
+  if (!ids) {
+    gemm_rows<T>(c0, c1, true, false, D, TB, g, ldg, x, D, T(0), dw, D);
+    return;
+  }
+  for (int d = 0; d < D; ++d)
+    std::fill(scratch + static_cast<std::ptrdiff_t>(d) * N + c0,
+              scratch + static_cast<std::ptrdiff_t>(d) * N + c1, T(0));
+  for (int i = 0; i < TB; ++i) {
+    T *row = scratch + static_cast<std::ptrdiff_t>(ids[i]) * N;
+    const T *gi = g + static_cast<std::ptrdiff_t>(i) * ldg;
+#pragma omp simd
+    for (int c = c0; c < c1; ++c) row[c] += gi[c];
+  }
+  for (int c = c0; c < c1; ++c)
+    for (int d = 0; d < D; ++d)
+      dw[static_cast<std::ptrdiff_t>(c) * D + d] = scratch[static_cast<std::ptrdiff_t>(d) * N + c];
+}
+
+}  // namespace rnncore

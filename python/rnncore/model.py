@@ -192,7 +192,7 @@ class CharRNN:
         if training and p_drop > 0:
             # char-rnn's dropout on the top layer's output too (the stack, as PyTorch's, drops
             # only between layers): inverted, from the stack's generator, kept for backward.
-            keep = self.rnn._rng.random(out.shape) >= p_drop  # (T, B, H)
+            keep = self.rnn._rng.random(out.shape, dtype=np.float32) >= p_drop  # (T, B, H)
             mask = keep * self.dtype.type(1 / (1 - p_drop))
             out = out * mask
         h = out.reshape(T * B, self.hidden_size)  # (T*B, H)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from . import set_num_threads
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import load_checkpoint
 from .data import ENCODINGS, DataError, load_corpus
 from .model import CELLS
 from .optim import OPTIMIZERS
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument(
         "--on-nonfinite",
+        dest="nonfinite",
         choices=("skip", "stop"),
         default="skip",
         help="a step with NaN/inf gradients: skip it, or stop the run",
@@ -285,40 +286,17 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
     max_steps, max_epochs = args.max_steps, args.max_epochs
     try:
         if args.resume:
-            overrides: dict[str, Any] = {"nonfinite": args.on_nonfinite}
+            overrides: dict[str, Any] = {"nonfinite": args.nonfinite}
             if max_steps is not None or max_epochs is not None:
                 overrides |= {"max_steps": max_steps, "max_epochs": max_epochs}
             trainer = Trainer.resume(args.resume, corpus, **overrides)
         else:
-            config = TrainConfig(
-                cell=args.cell,
-                hidden_size=args.hidden_size,
-                num_layers=args.num_layers,
-                embedding_size=args.embedding_size,
-                dropout=args.dropout,
-                dtype=args.dtype,
-                seed=args.seed,
-                seq_length=args.seq_length,
-                batch_size=args.batch_size,
-                val_fraction=args.val_fraction,
-                optimizer=args.optimizer,
-                lr=args.lr,
-                grad_clip=args.grad_clip,
-                clip_mode=args.clip_mode,
-                lr_decay=args.lr_decay,
-                lr_decay_factor=args.lr_decay_factor,
-                lr_decay_every=args.lr_decay_every,
-                min_lr=args.min_lr,
-                max_steps=max_steps,
-                max_epochs=max_epochs,
-                nonfinite=args.on_nonfinite,
-            )
+            # The flags carry TrainConfig's field names; from_dict keeps just those.
+            config = TrainConfig.from_dict(vars(args))
             if config.max_steps is None and config.max_epochs is None and not args.time_limit:
                 config.max_epochs = 1.0  # a bounded default: one pass over the text
             trainer = Trainer(corpus, config)
-    except (DataError, CheckpointError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:  # DataError and CheckpointError included
         raise UsageError(str(e)) from None
 
     c, model = trainer.config, trainer.model
@@ -489,7 +467,7 @@ def _sample(args: argparse.Namespace, out: IO[str]) -> int:
             else:
                 out.write(_as_text(piece))
                 out.flush()
-    except (CheckpointError, FileNotFoundError, IsADirectoryError, ValueError) as e:
+    except (ValueError, FileNotFoundError, IsADirectoryError) as e:  # CheckpointError included
         raise UsageError(str(e)) from None
     out.write("\n")
     return 0

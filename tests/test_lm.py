@@ -327,21 +327,37 @@ def test_seeded_sampling_is_reproducible_and_streams():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_native_sampler_follows_the_model(cell, rng):
-    """The C++ loop's greedy choices equal argmax of the model's own logits, step by step."""
+def test_native_sampler_follows_the_model(cell, dtype, rng):
+    """The C++ loop's greedy choices are argmax of the model's own logits, step by step.
+
+    float32 runs the sampler's packed matrix-vector products (blocks of 32 rows: G*H = 36, 48
+    or 12 rows here, so partial blocks), float64 OpenBLAS's gemv; both against the layers'
+    forward pass. float32 sums in another order than the layers, so a pick may differ from
+    the argmax only on a near tie: its logit must be within 1e-4 of the maximum.
+    """
     vocab = Corpus.from_text(TEXT).vocab
-    model = CharRNN(len(vocab), cell=cell, hidden_size=12, embedding_size=6, dtype=np.float64,
+    model = CharRNN(len(vocab), cell=cell, hidden_size=12, embedding_size=6, dtype=dtype,
                     seed=2)  # fmt: skip
-    text = generate(model, vocab, prime="fox", length=20, greedy=True)
+    text = generate(model, vocab, prime="fox", length=40, greedy=True)
     ids = vocab.encode(text).astype(np.intp)
     p, state = model.params.params, None
     emb = p["embedding.weight"]
+    tol = 0.0 if dtype == np.float64 else 1e-4
     for t in range(len(ids) - 1):
         out, state = model.rnn.forward(emb[ids[t : t + 1]][:, None, :], state, training=False)
-        logits = out[0, 0] @ p["decoder.weight"].T + p["decoder.bias"]
+        logits = (out[0, 0] @ p["decoder.weight"].T + p["decoder.bias"]).astype(np.float64)
         if t >= 2:  # after the prime
-            assert int(np.argmax(logits)) == ids[t + 1]
+            if tol == 0.0:
+                assert int(np.argmax(logits)) == ids[t + 1]
+            else:
+                assert logits[ids[t + 1]] >= logits.max() - tol, (
+                    t,
+                    logits.max(),
+                    logits[ids[t + 1]],
+                )
+            # follow the sampler's own choice (the state feeds on the chosen token)
 
 
 def test_unicode_corpus_and_prime():

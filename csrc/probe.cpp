@@ -1,0 +1,117 @@
+// The machine's float32 GEMM ceiling, measured the way the kernels use it, for the benchmark
+// report (private: rnncore._core._gemm_probe).
+//
+//   C (M x N) = A (M x K) . W^T,   W (N x K) row-major, like w_hh in h W_hh^T
+//
+// `threads` OpenMP threads each own a slice of N (16-aligned, as the cells split their gate
+// columns) inside one parallel region, and repeat the product `calls` times with a barrier after
+// each one: the recurrent step's pattern. kernel "blas" sends each slice to the vendored
+// OpenBLAS (one thread, as everywhere in rnncore); "packed" packs the slice once and runs the
+// micro-kernel rnncore's float32 recurrent products use (avx512, avx2 or portable, whichever
+// this CPU runs best). With a large square shape this is the plain sgemm ceiling; with
+// (B, G*H, H) it is the ceiling of one recurrent step.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+
+#include <chrono>
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/packed_gemm.h"
+#include "common/step_gemm.h"
+#include "common/threading.h"
+
+namespace py = pybind11;
+
+namespace rnncore {
+
+namespace {
+
+using idx = std::ptrdiff_t;
+using Clock = std::chrono::steady_clock;
+
+// Seconds for `calls` products in one region. Every thread packs its own slice first (not
+// timed: the kernels pack once per sequence).
+double run_calls(bool packed, float *c, const float *a, const float *w, int M, int N, int K,
+                 int threads, long calls) {
+  const GemmPath path = packed ? best_gemm_path() : GemmPath::Blas;
+  const int nr = packed ? packed_nr(path) : 16;
+  std::vector<float> panels(packed ? packed_floats(K, N + threads * nr, nr) : 0);
+  double seconds = 0.0;
+#pragma omp parallel num_threads(threads)
+  {
+    const int np = omp_get_num_threads(), p = omp_get_thread_num();
+    const Range r = split(N, np, p, 16);
+    float *mine = panels.data() + static_cast<idx>(K) * (r.begin + p * nr);
+    if (packed && r.end > r.begin) pack_panels(mine, w, K, true, K, r.begin, r.end, nr);
+    const StepGemm<float> step(w, K, true, K, r.begin, r.end, packed ? mine : nullptr, path);
+#pragma omp barrier
+    const auto t0 = Clock::now();
+    for (long i = 0; i < calls; ++i) {
+      step.run(c, N, a, K, M, false);
+#pragma omp barrier
+    }
+#pragma omp master
+    seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  return seconds;
+}
+
+py::dict gemm_probe(int M, int N, int K, const std::string &kernel, int threads, double min_time) {
+  const std::string fn = "_gemm_probe";
+  if (M < 1 || N < 1 || K < 1)
+    throw py::value_error(fn + ": M, N and K must be >= 1, got " + std::to_string(M) + ", " +
+                          std::to_string(N) + ", " + std::to_string(K));
+  if (kernel != "blas" && kernel != "packed")
+    throw py::value_error(fn + ": kernel must be 'blas' or 'packed', got '" + kernel + "'");
+  if (threads < 1)
+    throw py::value_error(fn + ": threads must be >= 1, got " + std::to_string(threads));
+  if (!(min_time > 0.0 && min_time <= 60.0))
+    throw py::value_error(fn + ": min_time must be in (0, 60] seconds, got " +
+                          std::to_string(min_time));
+  const bool packed = kernel == "packed";
+  std::vector<float> a(static_cast<std::size_t>(M) * K), w(static_cast<std::size_t>(N) * K),
+      c(static_cast<std::size_t>(M) * N);
+  for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.125f - 0.375f;
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 5) * 0.25f - 0.5f;
+  ensure_blas_serial();
+  double seconds;
+  long calls = 1;
+  {
+    py::gil_scoped_release nogil;
+    // Warm up (threads started, caches filled), then grow the call count until the run takes
+    // min_time.
+    run_calls(packed, c.data(), a.data(), w.data(), M, N, K, threads, 1);
+    for (;;) {
+      seconds = run_calls(packed, c.data(), a.data(), w.data(), M, N, K, threads, calls);
+      if (seconds >= min_time) break;
+      const double per = seconds / static_cast<double>(calls);
+      const long want = per > 0 ? static_cast<long>(1.2 * min_time / per) + 1 : calls * 10;
+      calls = std::max(calls * 2, std::min(want, calls * 100));
+    }
+  }
+  const double flops = 2.0 * M * N * K * static_cast<double>(calls);
+  py::dict d;
+  d["gflops"] = flops / seconds / 1e9;
+  d["calls"] = calls;
+  d["seconds"] = seconds;
+  d["kernel"] = packed ? std::string(gemm_path_name(best_gemm_path())) : std::string("openblas");
+  d["threads"] = threads;
+  return d;
+}
+
+}  // namespace
+
+void bind_probe(py::module_ &m) {
+  m.def("_gemm_probe", &gemm_probe, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("kernel"),
+        py::arg("threads"), py::arg("min_time") = 0.2,
+        "Private (benchmarks): float32 GFLOP/s of C (M,N) = A (M,K) . W^T (W (N,K)) repeated in "
+        "one parallel region of `threads` threads, each owning a 16-aligned slice of N, a "
+        "barrier after each product; kernel 'blas' (vendored OpenBLAS, one thread per slice) "
+        "or 'packed' (rnncore's micro-kernel). Returns {gflops, calls, seconds, kernel, "
+        "threads}.");
+}
+
+}  // namespace rnncore

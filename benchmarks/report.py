@@ -164,6 +164,54 @@ def measure(
     m.samples_s, m.calls_per_sample, m.cpu_others = samples, calls, watch.others()
 
 
+CEILING_SQUARE = 1024  # the plain sgemm ceiling: M = N = K
+
+
+def ceiling_shapes(configs: list[common.Config]) -> list[tuple[str, int, int, int]]:
+    """(label, M, N, K) of the GEMMs whose ceilings the report measures.
+
+    A large square product (the machine's plain sgemm ceiling) and, for each config's hidden
+    size, the recurrent step of an LSTM: M = B rows of h, N = 4H gate columns, K = H.
+    """
+    n = CEILING_SQUARE
+    shapes = [(f"sgemm {n}×{n}×{n}", n, n, n)]
+    for cfg in configs:
+        shape = (f"LSTM step {cfg.name} (B={cfg.B}, 4H={4 * cfg.H}, H={cfg.H})",)
+        shapes.append((*shape, cfg.B, 4 * cfg.H, cfg.H))
+    return shapes
+
+
+def measure_ceilings(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """GFLOP/s of each ceiling shape, OpenBLAS (as found) and the packed micro-kernel, per
+    thread count; the best of 3 runs of about 0.2 s each (a ceiling: the best is the figure)."""
+    from rnncore import _core
+
+    rows = []
+    for label, M, N, K in ceiling_shapes(args.configs):
+        for n in args.threads:
+            row: dict[str, Any] = {"shape": label, "M": M, "N": N, "K": K, "threads": n}
+            for kernel in ("blas", "packed"):
+                runs = [_core._gemm_probe(M, N, K, kernel, n, 0.2) for _ in range(3)]
+                row[kernel] = max(r["gflops"] for r in runs)
+                row[f"{kernel}_name"] = runs[0]["kernel"]
+            rows.append(row)
+            print(
+                f"ceiling {label} {n} thread(s): OpenBLAS {row['blas']:.1f}, "
+                f"{row['packed_name']} {row['packed']:.1f} GFLOP/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return rows
+
+
+def ceiling_for(ceilings: list[dict[str, Any]], threads: int) -> float | None:
+    """The sgemm ceiling at a thread count: the better kernel on the square shape."""
+    for row in ceilings:
+        if row["M"] == row["N"] == row["K"] == CEILING_SQUARE and row["threads"] == threads:
+            return max(row["blas"], row["packed"])
+    return None
+
+
 def run_all(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
     """Every requested measurement, and a line for each cell × config that was skipped."""
     measurements, skipped = [], []
@@ -228,6 +276,7 @@ def render(
     skipped: list[str],
     env: dict[str, Any],
     args: argparse.Namespace,
+    ceilings: list[dict[str, Any]] | None = None,
 ) -> str:
     """The markdown report: header lines, one table, notes."""
     reference_limited = all(m.threads_set["reference"] is not None for m in measurements)
@@ -260,7 +309,7 @@ def render(
         "",
     ]
     head = ["cell", "config", "threads", "rnncore ms", "reference ms", "torch ms"]
-    head += ["rnncore GFLOP/s", "× reference", "× torch"]
+    head += ["rnncore GFLOP/s", "% of ceiling", "× reference", "× torch"]
     if args.fwd:
         head.insert(2, "pass")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -269,11 +318,29 @@ def render(
         gflops = f"{m.flops / (ours * 1e-3) / 1e9:.1f}" if ours else "–"
         threads = f"{m.threads} †" if m.disturbed else str(m.threads)
         row = [m.cell, m.config, threads, _ms(ours), _ms(ref), _ms(torch)]
-        row += [gflops, _ratio(ref, ours), _ratio(torch, ours)]
+        ceiling = ceiling_for(ceilings or [], m.threads)
+        share = f"{m.flops / (ours * 1e-3) / 1e9 / ceiling:.0%}" if ours and ceiling else "–"
+        row += [gflops, share, _ratio(ref, ours), _ratio(torch, ours)]
         if args.fwd:
             row.insert(2, common.MODE_LABELS[m.mode])
         lines.append("| " + " | ".join(row) + " |")
 
+    if ceilings:
+        kernel = ceilings[0]["packed_name"]
+        lines += [
+            "",
+            f"GEMM ceilings, same run (float32 GFLOP/s, best of 3; `% of ceiling` above is "
+            f"rnncore's GFLOP/s over the better kernel's sgemm {CEILING_SQUARE}³ figure at the "
+            f"same thread count). Each thread owns a slice of the N columns in one parallel "
+            f"region with a barrier after each product, as the kernels run; OpenBLAS as found "
+            f"(corename {env['corename']}, one thread per slice) and rnncore's packed "
+            f"micro-kernel ({kernel}):",
+            "",
+            "| GEMM (M×N×K) | threads | OpenBLAS | packed |",
+            "|---|---|---|---|",
+        ]
+        for c in ceilings:
+            lines.append(f"| {c['shape']} | {c['threads']} | {c['blas']:.1f} | {c['packed']:.1f} |")
     noisy = [
         f"{m.cell} {m.config} {common.MODE_LABELS[m.mode]} {m.threads}t {i} ({m.spread(i):.0%})"
         for m in measurements
@@ -412,6 +479,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds of untimed calls before each sample, so that the previous "
         "implementation's threads stop spinning (0.1; 0: none)",
     )
+    parser.add_argument(
+        "--no-ceiling", action="store_true", help="skip the GEMM ceiling measurements"
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write raw results as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png", help="bar chart of speed-ups")
     args = parser.parse_args(argv)
@@ -429,13 +499,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = common.environment()  # before any set_threads: the libraries' default thread counts
     watch = CpuWatch()
+    ceilings = [] if args.no_ceiling else measure_ceilings(args)
     try:
         measurements, skipped = run_all(args)
     except common.CorrectnessError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     env["cpu_during_run"] = watch.others()
-    print(render(measurements, skipped, env, args))
+    print(render(measurements, skipped, env, args, ceilings))
     if args.json:
         settings = vars(args) | {
             "cells": [c.name for c in args.cells],
@@ -447,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": settings,
             "results": [asdict(m) for m in measurements],
             "skipped": skipped,
+            "ceilings": ceilings,
         }
         args.json.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     if args.plot and measurements:

@@ -14,11 +14,21 @@ NumPy archive that ``np.load(path, allow_pickle=False)`` opens; its entries are
     hidden/<i>              the carried hidden state: one array, or the parts of a tuple
                             (the LSTM's (h, c)), each (L, B, H)
 
+Integrity (format 2): the archive's zip comment -- the last 79 bytes of the file -- is
+``rnncore-sha256:`` followed by the SHA-256, in hex, of every byte of the file before the
+digest itself. Loading verifies it before trusting anything in the file, so any truncation and
+any changed byte, in the data or in the zip structure around it, is an error. Format 1 files
+(rnncore 0.1.0, without the digest) still load; their entries are checked by the zip CRC-32s
+only.
+
 Saving writes a temporary file in the destination's folder, flushes and fsyncs it, renames it
 over the destination (atomic on POSIX) and fsyncs the folder: a crash or a full disk leaves
-either the old checkpoint or the new one, never a mix. Loading reads and checks every entry
-(the zip CRC-32 of each is verified), so a truncated, corrupted or foreign file raises
-CheckpointError naming the path and the problem, never returns garbage.
+either the old checkpoint or the new one, never a mix (a process killed in the middle leaves
+its temporary ``.<name>.*.tmp`` file behind, never a damaged checkpoint). Loading reads and
+checks every entry, so a truncated, corrupted or foreign file raises CheckpointError naming
+the path and the problem, never returns garbage. Non-finite values (NaN, ±inf) in the weights,
+the optimizer state or the hidden state are refused by save_checkpoint and by
+load_checkpoint.
 
 Typical use::
 
@@ -33,6 +43,8 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -57,8 +69,14 @@ __all__ = [
 
 Array = np.ndarray
 Hidden = Array | tuple[Array, ...]
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the SHA-256 trailer; 1: rnncore 0.1.0 (still read)
 _MAGIC = "rnncore_checkpoint"  # the entry holding the format version
+# The zip comment ending every format-2 file: this prefix, then 64 hex digits of SHA-256 over
+# every byte of the file before them (the comment's length field and this prefix included).
+_DIGEST_PREFIX = b"rnncore-sha256:"
+_DIGEST_HEX = 64
+_TRAILER = len(_DIGEST_PREFIX) + _DIGEST_HEX  # 79 bytes
+_EOCD = b"PK\x05\x06"  # the zip end-of-central-directory record: 22 bytes and the comment
 _GROUPS = ("weights", "optimizer", "vocab", "hidden")
 
 
@@ -128,6 +146,23 @@ def _arrays(where: str, group: str, value: Any) -> dict[str, Array]:
     return out
 
 
+def _nonfinite(key: str, a: Array) -> str | None:
+    """What is not finite in entry `key` (a "weights/..", "optimizer/.." or "hidden/.." array),
+    or None when every value is finite (or the array is not floating-point)."""
+    if a.dtype.kind not in "fc" or a.size == 0:
+        return None
+    ok = np.isfinite(a)
+    if ok.all():
+        return None
+    bad = np.flatnonzero(~ok.reshape(-1))
+    first = np.unravel_index(int(bad[0]), a.shape) if a.ndim else ()
+    return (
+        f"{key} holds {bad.size} non-finite value(s) of {a.size} "
+        f"(the first, {a.reshape(-1)[bad[0]]}, at index {tuple(int(i) for i in first)}); "
+        f"expected finite values only"
+    )
+
+
 def _entries(where: str, ckpt: Checkpoint) -> dict[str, Array]:
     """The archive's entries for a checkpoint, validated."""
     if not isinstance(ckpt, Checkpoint):
@@ -177,6 +212,19 @@ def _entries(where: str, ckpt: Checkpoint) -> dict[str, Array]:
     return entries
 
 
+def _encode(entries: Mapping[str, Array]) -> bytes:
+    """The bytes of a format-2 file: the .npz archive of `entries`, its zip comment the digest."""
+    buf = io.BytesIO()
+    np.savez(buf, **entries)  # _entries() admitted no object arrays: no pickle
+    data = bytearray(buf.getbuffer())
+    if data[-22:-18] != _EOCD or data[-2:] != b"\0\0":  # zipfile ends every archive so
+        raise RuntimeError("save_checkpoint: np.savez did not end the archive with a bare EOCD")
+    data[-2:] = _TRAILER.to_bytes(2, "little")  # the comment's length
+    data += _DIGEST_PREFIX
+    data += hashlib.sha256(data).hexdigest().encode("ascii")
+    return bytes(data)
+
+
 def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Path:
     """Write a checkpoint atomically to `path` (exactly that name: no suffix is added).
 
@@ -189,17 +237,23 @@ def save_checkpoint(path: str | os.PathLike[str], checkpoint: Checkpoint) -> Pat
 
     Raises:
         TypeError / ValueError: a part of the checkpoint cannot be stored (the message names
-            it): non-JSON config, object arrays, a negative step.
+            it): non-JSON config, object arrays, a negative step, a NaN or ±inf in the weights,
+            the optimizer state or the hidden state (nothing is written then).
         OSError: the folder does not exist or cannot be written, the disk is full, ...
     """
     where = "save_checkpoint"
-    entries = _entries(where, checkpoint)  # validate everything before touching the disk
     dest = Path(os.fspath(path))
+    entries = _entries(where, checkpoint)  # validate everything before touching the disk
+    for key, a in entries.items():
+        problem = _nonfinite(key, a)
+        if problem is not None:
+            raise ValueError(f"{where}: refusing to write {dest}: {problem}")
+    data = _encode(entries)
     folder = dest.parent
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **entries)  # _entries() admitted no object arrays: no pickle
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, dest)
@@ -225,44 +279,76 @@ def _fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
+def _digest_status(data: bytes) -> tuple[str, str]:
+    """("ok" | "absent" | "mismatch", detail) for the SHA-256 trailer of a file's bytes."""
+    if len(data) < _TRAILER or data[-_TRAILER:-_DIGEST_HEX] != _DIGEST_PREFIX:
+        return "absent", ""
+    stored = data[-_DIGEST_HEX:].decode("ascii", "replace")
+    actual = hashlib.sha256(data[:-_DIGEST_HEX]).hexdigest()
+    if stored == actual:
+        return "ok", ""
+    return "mismatch", f"stored {stored[:16]}..., computed {actual[:16]}..."
+
+
 def _read_entries(path: Path) -> dict[str, Array]:
-    """Every entry of the archive, read in full (so the zip CRC of each is checked)."""
+    """Every entry of the archive, read in full, after the file's SHA-256 is verified (format
+    2) or, for format 1, with the zip CRC of each entry checked."""
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: {what}")
 
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
+    data = path.read_bytes()
+    if not data:
         raise bad("not an rnncore checkpoint (the file is empty)")
+    head = data[:4]
     if head != b"PK\x03\x04":
         kind = "a NumPy .npy array" if head == b"\x93NUM" else "not an .npz archive"
         raise bad(f"not an rnncore checkpoint ({kind}; it starts with {head!r})")
+    status, detail = _digest_status(data)
+
+    def damaged() -> CheckpointError:
+        return bad(
+            f"corrupt or truncated checkpoint (its SHA-256 does not match the one stored in it: "
+            f"{detail}; the file was changed or cut after it was written)"
+        )
+
     try:
-        # Our own file object: np.load leaks the one it opens when the archive is truncated.
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = list(npz.files)
             if _MAGIC not in names:
+                if status == "mismatch":
+                    raise damaged()
                 shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
                 raise bad(
                     f"not an rnncore checkpoint (an .npz archive without the "
                     f"{_MAGIC!r} entry; its entries: {shown or 'none'})"
                 )
             version = _version(path, npz[_MAGIC])
-            if version > FORMAT_VERSION:
+            if version > FORMAT_VERSION:  # a newer format may protect itself differently
                 raise bad(
-                    f"checkpoint format version {version} is newer than this rnncore reads "
-                    f"(up to {FORMAT_VERSION}): upgrade rnncore to load it"
+                    f"written by a newer rnncore (format {version} > {FORMAT_VERSION}); "
+                    f"upgrade rnncore to load it"
+                )
+            if status == "mismatch":
+                raise damaged()
+            if status == "absent" and version >= 2:
+                raise bad(
+                    f"corrupt or truncated checkpoint (format {version} files end with "
+                    f"{_TRAILER} bytes {_DIGEST_PREFIX.decode()}<SHA-256>, this one does not: "
+                    f"its end was cut off or damaged)"
                 )
             return {name: npz[name] for name in names}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
-            raise
-        raise bad(f"corrupt or truncated checkpoint ({type(e).__name__}: {e})") from e
-    except Exception as e:  # any other parse failure of a damaged file is corruption too
-        raise bad(f"corrupt checkpoint ({type(e).__name__}: {e})") from e
+    except Exception as e:  # any parse failure of a damaged file (zip, .npy header, CRC)
+        if status == "mismatch":
+            raise damaged() from e
+        kind = (
+            "corrupt or truncated"
+            if isinstance(e, (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError))
+            else "corrupt"
+        )
+        raise bad(f"{kind} checkpoint ({type(e).__name__}: {e})") from e
 
 
 def _version(path: Path, value: Array) -> int:
@@ -282,8 +368,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     Raises:
         FileNotFoundError: there is no file at `path`.
         CheckpointError: the file is not an rnncore checkpoint (another format, or an .npz
-            archive without our marker), is truncated or corrupted (a failed CRC, an unreadable
-            entry, missing or malformed parts), or has a newer format version than this
+            archive without our marker), is truncated or corrupted (a SHA-256 that does not
+            match, a failed CRC, an unreadable entry, missing or malformed parts), holds NaN or
+            ±inf weights, optimizer or hidden state, or has a newer format version than this
             rnncore reads. The message names the path and the problem.
     """
     p = Path(os.fspath(path))
@@ -296,6 +383,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{p}: corrupt checkpoint ({what})")
+
+    for key, a in entries.items():
+        problem = _nonfinite(key, a)
+        if problem is not None and key.partition("/")[0] in ("weights", "optimizer", "hidden"):
+            raise CheckpointError(f"{p}: unusable checkpoint ({problem})")
 
     meta_arr = entries.pop("meta", None)
     if meta_arr is None or meta_arr.shape != () or meta_arr.dtype.kind != "U":

@@ -316,8 +316,15 @@ class Trainer:
         """Write checkpoint() atomically to `path`; returns the path."""
         ckpt = self.checkpoint(**metrics)
         for name, w in ckpt.weights.items():
-            if not np.isfinite(w).all():  # never reached by design: updates are checked
-                raise TrainingDiverged(f"refusing to save non-finite weights ({name})")
+            # Not reached by training (a step with non-finite gradients is never applied), but
+            # weights can be set by hand; save_checkpoint itself refuses them too.
+            bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+            if bad:
+                raise TrainingDiverged(
+                    f"Trainer.save: refusing to save non-finite weights to {path}: {name!r} "
+                    f"holds {bad} NaN/inf value(s) of {w.size} at step {self.step}; "
+                    f"expected finite values only"
+                )
         return save_checkpoint(path, ckpt)
 
     @classmethod

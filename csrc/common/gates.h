@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 namespace rnncore {
 
@@ -34,6 +35,18 @@ struct GateBlocks {
     return begin(k) + static_cast<std::ptrdiff_t>(g) * width(k) + (j - kUnitBlock * k);
   }
 };
+
+// Calls f(std::integral_constant<int, W>) with W = kUnitBlock for a full block, else W = 0 (a
+// partial last block, width known only at run time). A loop of constant trip count kUnitBlock
+// compiles to two plain vector iterations; with a run-time width GCC adds remainder handling
+// that costs as much as the activations (measured on the LSTM's pointwise loops).
+template <typename F>
+inline void with_block_width(int width, F &&f) {
+  if (width == kUnitBlock)
+    f(std::integral_constant<int, kUnitBlock>{});
+  else
+    f(std::integral_constant<int, 0>{});
+}
 
 // dst (G*H, cols) blocked <- src (G*H, cols) in PyTorch order; cols = 1 for a bias.
 template <typename T>

@@ -6,11 +6,16 @@
 #include <pybind11/stl.h>
 
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <map>
 #include <string>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/sysinfo.h>
+#endif
 
 #include "cells/gru.h"
 #include "cells/lstm.h"
@@ -70,6 +75,8 @@ class Dims {
  public:
   // `gates`: the letter G stands for gates*H (the stacked gate rows of a weight).
   explicit Dims(std::string fn, int gates = 1) : fn_(std::move(fn)), gates_(gates) {}
+  // What sets the call's dtype, for the message when another array's dtype differs.
+  const char *dtype_src = "w_ih";
   const std::string &fn() const { return fn_; }
   bool known(char c) const { return vals_.count(c) != 0; }
   idx operator[](char c) const { return vals_.at(c).first; }
@@ -150,25 +157,28 @@ DType dtype_from(const std::string &fn, py::handle obj, const char *name) {
                             : type_name(obj)));
 }
 
-// Convert `obj` to a C-contiguous array of the call's dtype T. An ndarray of another dtype is a
-// TypeError (no silent casts); lists and tuples are converted once; non-contiguous arrays are
-// copied once.
+// The argument `obj` as an array of the call's dtype T, its type and dtype checked but nothing
+// copied: an ndarray as given, a list or tuple converted (lists are small: converting one costs
+// what building it did). An ndarray of another dtype is a TypeError (no silent casts).
 template <typename T>
-py::array_t<T, py::array::c_style> take(const std::string &fn, py::handle obj, const char *name,
-                                        const char *what, DType dt) {
+py::array peek(const std::string &fn, py::handle obj, const char *name, const char *what, DType dt,
+               const char *src = "w_ih") {
   const char *want = dtype_name(dt);
   if (obj.is_none())
     throw py::type_error(fn + ": " + name + " must be a " + want + " array " + what + ", got None");
   if (py::isinstance<py::array>(obj)) {
     auto a = py::reinterpret_borrow<py::array>(obj);
     if (!is_float_kind(a.dtype(), sizeof(T)))
-      throw py::type_error(fn + ": " + name + " must have dtype " + want +
-                           " (the dtype of the weights), got " + std::string(py::str(a.dtype())));
-  } else if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) {
+      throw py::type_error(
+          fn + ": " + name + " must have dtype " + want + " (the dtype of the weights), got " +
+          std::string(py::str(a.dtype())) +
+          (std::strcmp(name, src) != 0 ? std::string("; the call's dtype is set by ") + src : ""));
+    return a;
+  }
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj))
     throw py::type_error(fn + ": " + name + " must be a " + want + " array " + what + ", got " +
                          type_name(obj));
-  }
-  auto out = py::reinterpret_steal<py::array_t<T, py::array::c_style>>(py::handle());  // null
+  auto out = py::reinterpret_steal<py::array>(py::handle());  // null
   try {
     out = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(obj);
   } catch (py::error_already_set &) {
@@ -179,17 +189,40 @@ py::array_t<T, py::array::c_style> take(const std::string &fn, py::handle obj, c
   return out;
 }
 
-template <typename T>
-py::object take_optional(const std::string &fn, py::handle obj, const char *name, const char *what,
-                         DType dt) {
-  if (obj.is_none()) return py::none();
-  return take<T>(fn, obj, name, what, dt);
+// `a` as a C-contiguous, aligned, native-byte-order array of T: `a` itself where it is one, else
+// one copy. Called only after the shape (and the sizes it implies) have been checked, so that a
+// huge broadcast view (zero strides) is refused before it is materialised; a copy that cannot
+// be allocated raises NumPy's MemoryError (not swallowed into a TypeError).
+template <typename Elem>
+py::array_t<Elem, py::array::c_style> contiguous(const py::array &a) {
+  using api = py::detail::npy_api;
+  PyObject *p =
+      api::get().PyArray_FromAny_(a.ptr(), py::dtype::of<Elem>().release().ptr(), 0, 0,
+                                  api::NPY_ARRAY_ENSUREARRAY_ | api::NPY_ARRAY_C_CONTIGUOUS_ |
+                                      api::NPY_ARRAY_ALIGNED_ | api::NPY_ARRAY_FORCECAST_,
+                                  nullptr);
+  if (p == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::array_t<Elem, py::array::c_style>>(p);
 }
 
-// Token ids: an integer array of `shape`'s rank, every value in [0, V). A float array is a
-// TypeError (no silent truncation); the first bad value is named with its position.
-py::array_t<std::int64_t, py::array::c_style> take_ids(const std::string &fn, py::handle obj,
-                                                       const char *name, idx V) {
+// peek, check the shape against `spec` (see Dims::check), then make it contiguous.
+template <typename T>
+py::array_t<T, py::array::c_style> take(Dims &d, py::handle obj, const char *name, const char *what,
+                                        const char *spec, DType dt) {
+  py::array a = peek<T>(d.fn(), obj, name, what, dt, d.dtype_src);
+  d.check(a, name, spec);
+  return contiguous<T>(a);
+}
+
+template <typename T>
+py::object take_optional(Dims &d, py::handle obj, const char *name, const char *what,
+                         const char *spec, DType dt) {
+  if (obj.is_none()) return py::none();
+  return take<T>(d, obj, name, what, spec, dt);
+}
+
+// An integer array (token ids), its type checked but nothing copied.
+py::array peek_ids(const std::string &fn, py::handle obj, const char *name) {
   if (obj.is_none())
     throw py::type_error(fn + ": " + name + " must be an integer array of token ids, got None");
   py::array a = py::reinterpret_steal<py::array>(py::handle());
@@ -201,7 +234,15 @@ py::array_t<std::int64_t, py::array::c_style> take_ids(const std::string &fn, py
     throw py::type_error(
         fn + ": " + name + " must be an integer array of token ids, got " +
         (a ? "an array of dtype " + std::string(py::str(a.dtype())) : type_name(obj)));
-  auto ids = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  return a;
+}
+
+// Token ids whose shape has been checked: every value in [0, V), converted to int64. The first
+// bad value is named with its position.
+py::array_t<std::int64_t, py::array::c_style> ids_in_range(const std::string &fn,
+                                                           const py::array &a, const char *name,
+                                                           idx V) {
+  auto ids = contiguous<std::int64_t>(a);
   const std::int64_t *p = ids.data();
   for (idx i = 0; i < ids.size(); ++i)
     if (p[i] < 0 || p[i] >= V)
@@ -211,25 +252,68 @@ py::array_t<std::int64_t, py::array::c_style> take_ids(const std::string &fn, py
   return ids;
 }
 
-// Product of sizes, refusing anything that would overflow the 32-bit BLAS interface or size_t.
-idx checked_count(const std::string &fn, std::initializer_list<idx> dims, const char *what) {
+// Token ids of shape `spec` (checked before anything is copied), every value in [0, V). A float
+// array is a TypeError (no silent truncation).
+py::array_t<std::int64_t, py::array::c_style> take_ids(Dims &d, py::handle obj, const char *name,
+                                                       idx V, const char *spec) {
+  py::array a = peek_ids(d.fn(), obj, name);
+  d.check(a, name, spec);
+  return ids_in_range(d.fn(), a, name, V);
+}
+
+std::string dims_str(std::initializer_list<idx> dims) {
+  std::string out;
+  for (idx d : dims) out += (out.empty() ? "" : "*") + std::to_string(d);
+  return out;
+}
+
+// Product of sizes, refusing one whose bytes (at up to 16 per element) would overflow size_t.
+idx checked_count(const std::string &fn, std::initializer_list<idx> dims, const std::string &what) {
   idx n = 1;
   for (idx d : dims) {
     if (d != 0 && n > std::numeric_limits<idx>::max() / 16 / d)
-      throw py::value_error(fn + ": " + what + " is too large to allocate");
+      throw py::value_error(fn + ": " + what + " = " + dims_str(dims) +
+                            " elements is too large to allocate (the limit is 2^59 elements)");
     n *= d;
   }
   return n;
 }
 
-void check_blas_dims(const Dims &d, std::initializer_list<char> letters, idx rows) {
+// Bytes of RAM plus swap, or 0 where unknown.
+long double machine_memory() {
+#ifdef __linux__
+  struct sysinfo si;
+  if (sysinfo(&si) == 0)
+    return (static_cast<long double>(si.totalram) + static_cast<long double>(si.totalswap)) *
+           si.mem_unit;
+#endif
+  return 0;
+}
+
+std::string gib(long double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1Lf GiB", bytes / (1024.0L * 1024 * 1024));
+  return buf;
+}
+
+// A call that would need more than the machine's RAM and swap is a MemoryError before anything
+// is allocated: with overcommit the allocation itself might succeed and the process be killed
+// when the memory is touched.
+void check_fits(const std::string &fn, long double bytes, const std::string &what) {
+  const long double have = machine_memory();
+  if (have > 0 && bytes > have) {
+    const std::string msg = fn + ": " + what + " needs at least " + gib(bytes) +
+                            ", more than this machine's memory and swap (" + gib(have) + ")";
+    PyErr_SetString(PyExc_MemoryError, msg.c_str());
+    throw py::error_already_set();
+  }
+}
+
+void check_blas_dims(const Dims &d, std::initializer_list<char> letters) {
   for (char c : letters)
     if (d[c] > INT_MAX)
       throw py::value_error(d.fn() + ": size " + std::string(1, c) + " = " + std::to_string(d[c]) +
                             " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
-  if (rows > INT_MAX)
-    throw py::value_error(d.fn() + ": T*B = " + std::to_string(rows) +
-                          " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -243,9 +327,14 @@ struct Owned {
 
 template <typename T>
 py::array_t<T> new_array(const std::vector<idx> &shape) {
-  idx n = 1;
-  for (idx s : shape) n *= s;
-  Block blk(static_cast<std::size_t>(n) * sizeof(T));
+  std::size_t n = 1;  // elements; an overflow is a MemoryError, never a short block
+  for (idx s : shape) {
+    if (s != 0 &&
+        n > std::numeric_limits<std::size_t>::max() / sizeof(T) / static_cast<std::size_t>(s))
+      throw std::bad_alloc();
+    n *= static_cast<std::size_t>(s);
+  }
+  Block blk(n * sizeof(T));
   auto *own = new Owned{nullptr, 0};
   own->ptr = blk.detach(&own->capacity);
   py::capsule base(own, [](void *p) {
@@ -342,54 +431,88 @@ bool is_integer_array(py::handle obj) {
   return k == 'i' || k == 'u';
 }
 
+// Every array is checked (type, dtype, shape) and every size limit before anything is copied:
+// a broadcast view with T = 2^40 is refused without being materialised.
 template <typename T>
 SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
                          py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
-                         bool with_c) {
+                         bool with_c, bool training) {
   const std::string &fn = d.fn();
   const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
   const std::string s_ih = "of shape (" + gh + ", D)", s_hh = "of shape (" + gh + ", H)",
                     s_b = "of shape (" + gh + ",)";
   SeqArgs<T> a;
-  a.w_ih = take<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
-  a.w_hh = take<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
-  d.check(a.w_ih, "w_ih", "GD");
-  d.check(a.w_hh, "w_hh", "GH");
+  py::array w_ih_a = peek<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
+  py::array w_hh_a = peek<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
+  d.check(w_ih_a, "w_ih", "GD");
+  d.check(w_hh_a, "w_hh", "GH");
+  py::array x_a = py::reinterpret_steal<py::array>(py::handle());
   if (is_integer_array(x)) {
     // One-hot input: x (T, B) holds token ids in [0, D), each standing for a one-hot row.
-    const auto xa = py::reinterpret_borrow<py::array>(x);
-    if (xa.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
+    x_a = py::reinterpret_borrow<py::array>(x);
+    if (x_a.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
       throw py::type_error(fn + ": x must have dtype " + dtype_name(dt) +
                            " (the dtype of the weights), or be a (T, B) integer array of token "
                            "ids; got " +
-                           std::string(py::str(xa.dtype())) + " of shape " +
-                           shape_str(shape_of(xa)));
-    if (d['D'] > INT_MAX)
-      throw py::value_error(fn + ": D exceeds the 32-bit limit for one-hot input");
-    auto ids = take_ids(fn, x, "x", d['D']);
-    d.check(ids, "x", "TB");
-    a.ids = CArray<std::int32_t>(ids.request().shape);
+                           std::string(py::str(x_a.dtype())) + " of shape " +
+                           shape_str(shape_of(x_a)));
+    d.check(x_a, "x", "TB");
+    a.one_hot = true;
+  } else {
+    x_a = peek<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
+    d.check(x_a, "x", "TBD");
+  }
+  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
+  // Limits, before any copy: 32-bit BLAS sizes, then element counts that fit size_t, then
+  // bytes that fit the machine.
+  check_blas_dims(d, {'T', 'B', 'D', 'H'});
+  if (G * a.H > INT_MAX)
+    throw py::value_error(fn + ": " + gh + " = " + std::to_string(G * a.H) +
+                          " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
+  const idx rows = a.T * a.B;  // both <= INT_MAX: no overflow
+  if (rows > INT_MAX)
+    throw py::value_error(fn + ": T*B = " + std::to_string(a.T) + "*" + std::to_string(a.B) +
+                          " = " + std::to_string(rows) + " exceeds the 32-bit BLAS limit " +
+                          std::to_string(INT_MAX));
+  const idx n_ws = checked_count(fn, {a.T + 1, a.B, G * a.H}, "the workspace (T+1)*B*" + gh);
+  const idx n_w = checked_count(fn, {G * a.H, a.D + a.H + 2}, "the weights " + gh + "*(D+H+2)");
+  const idx n_x = a.one_hot ? rows : checked_count(fn, {a.T, a.B, a.D}, "x (T*B*D)");
+  {
+    // What the call allocates at least: y, the weights' copies, x's copy at the boundary (when
+    // not C-contiguous) and in the cache, the states and gates of the workspace.
+    const bool x_copied = !a.one_hot && !(x_a.flags() & py::array::c_style);
+    const bool workspace = training || G > 1 || a.one_hot;
+    long double n = static_cast<long double>(rows) * a.H + n_w;
+    if (x_copied) n += n_x;
+    if (workspace) n += static_cast<long double>(n_x) + n_ws;
+    check_fits(fn, n * sizeof(T),
+               "T=" + std::to_string(a.T) + ", B=" + std::to_string(a.B) +
+                   ", D=" + std::to_string(a.D) + ", H=" + std::to_string(a.H));
+  }
+  // Null handles (not py::array(), which is an empty array) where an argument is None.
+  auto h0_a = py::reinterpret_steal<py::array>(py::handle()), c0_a = h0_a, bi_a = h0_a, bh_a = h0_a;
+  if (!h0.is_none()) d.check(h0_a = peek<T>(fn, h0, "h0", "of shape (B, H)", dt), "h0", "BH");
+  if (with_c && !c0.is_none())
+    d.check(c0_a = peek<T>(fn, c0, "c0", "of shape (B, H)", dt), "c0", "BH");
+  if (!b_ih.is_none()) d.check(bi_a = peek<T>(fn, b_ih, "b_ih", s_b.c_str(), dt), "b_ih", "G");
+  if (!b_hh.is_none()) d.check(bh_a = peek<T>(fn, b_hh, "b_hh", s_b.c_str(), dt), "b_hh", "G");
+
+  // Everything checked: now the copies (only where an array is not C-contiguous already).
+  a.w_ih = contiguous<T>(w_ih_a);
+  a.w_hh = contiguous<T>(w_hh_a);
+  if (a.one_hot) {
+    auto ids = ids_in_range(fn, x_a, "x", a.D);
+    a.ids = CArray<std::int32_t>(std::vector<idx>{a.T, a.B});
     std::int32_t *out = a.ids.mutable_data();
     const std::int64_t *in = ids.data();
     for (idx i = 0; i < ids.size(); ++i) out[i] = static_cast<std::int32_t>(in[i]);
-    a.one_hot = true;
   } else {
-    a.x = take<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
-    d.check(a.x, "x", "TBD");
+    a.x = contiguous<T>(x_a);
   }
-  a.h0 = take_optional<T>(fn, h0, "h0", "of shape (B, H)", dt);
-  a.c0 = with_c ? take_optional<T>(fn, c0, "c0", "of shape (B, H)", dt) : py::none();
-  a.b_ih = take_optional<T>(fn, b_ih, "b_ih", s_b.c_str(), dt);
-  a.b_hh = take_optional<T>(fn, b_hh, "b_hh", s_b.c_str(), dt);
-  if (!a.h0.is_none()) d.check(a.h0, "h0", "BH");
-  if (!a.c0.is_none()) d.check(a.c0, "c0", "BH");
-  if (!a.b_ih.is_none()) d.check(a.b_ih, "b_ih", "G");
-  if (!a.b_hh.is_none()) d.check(a.b_hh, "b_hh", "G");
-  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
-  check_blas_dims(d, {'T', 'B', 'D', 'H'}, a.T * a.B);
-  if (G * a.H > INT_MAX) throw py::value_error(fn + ": " + gh + " exceeds the 32-bit BLAS limit");
-  checked_count(fn, {a.T + 1, a.B, G * a.H}, ("the workspace (T+1)*B*" + gh).c_str());
-  if (!a.one_hot) checked_count(fn, {a.T, a.B, a.D}, "x");
+  a.h0 = h0_a ? py::object(contiguous<T>(h0_a)) : py::none();
+  a.c0 = c0_a ? py::object(contiguous<T>(c0_a)) : py::none();
+  a.b_ih = bi_a ? py::object(contiguous<T>(bi_a)) : py::none();
+  a.b_hh = bh_a ? py::object(contiguous<T>(bh_a)) : py::none();
   return a;
 }
 
@@ -503,13 +626,12 @@ const Cache &cache_arg(py::handle cache, const char *fn, const char *cls, const 
 template <typename T>
 py::object take_grad(Dims &d, const SeqCache &c, py::handle g, const char *name, const char *spec) {
   const std::string what = std::string("of shape ") + (spec[0] == 'T' ? "(T, B, H)" : "(B, H)");
-  py::object out = take_optional<T>(d.fn(), g, name, what.c_str(), c.dtype);
-  if (!out.is_none()) d.check(out, name, spec);
-  return out;
+  return take_optional<T>(d, g, name, what.c_str(), spec, c.dtype);
 }
 
 Dims cache_dims(const char *fn, const SeqCache &c) {
   Dims d(fn);
+  d.dtype_src = "the cache";
   d.bind('T', c.T, "the cache");
   d.bind('B', c.B, "the cache");
   d.bind('H', c.H, "the cache");
@@ -637,10 +759,11 @@ py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   Dims d(fn, 1);
   if (dt == DType::F32)
     return rnn_forward_impl<float>(
-        take_seq_args<float>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, act,
+        take_seq_args<float>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt, act,
         training);
   return rnn_forward_impl<double>(
-      take_seq_args<double>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, act, training);
+      take_seq_args<double>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt, act,
+      training);
 }
 
 template <typename T>
@@ -783,9 +906,11 @@ py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle
   Dims d(fn, 4);
   if (dt == DType::F32)
     return lstm_forward_impl<float>(
-        take_seq_args<float>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true), dt, training);
+        take_seq_args<float>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training), dt,
+        training);
   return lstm_forward_impl<double>(
-      take_seq_args<double>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true), dt, training);
+      take_seq_args<double>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training), dt,
+      training);
 }
 
 template <typename T>
@@ -957,11 +1082,11 @@ py::tuple gru_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   Dims d(fn, 3);
   if (dt == DType::F32)
     return gru_forward_impl<float>(
-        take_seq_args<float>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, reset_after,
-        training);
+        take_seq_args<float>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt,
+        reset_after, training);
   return gru_forward_impl<double>(
-      take_seq_args<double>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false), dt, reset_after,
-      training);
+      take_seq_args<double>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt,
+      reset_after, training);
 }
 
 template <typename T>
@@ -1066,11 +1191,10 @@ template <typename T>
 py::tuple softmax_xent_impl(const std::string &fn, py::handle logits_, py::handle targets_,
                             bool grad, DType dt) {
   Dims d(fn);
-  auto logits = take<T>(fn, logits_, "logits", "of shape (N, V)", dt);
-  d.check(logits, "logits", "NV");
+  d.dtype_src = "logits";
+  auto logits = take<T>(d, logits_, "logits", "of shape (N, V)", "NV", dt);
   if (d['V'] < 1) throw py::value_error(fn + ": logits must have V >= 1 columns, got 0");
-  auto y = take_ids(fn, targets_, "targets", d['V']);
-  d.check(y, "targets", "N");
+  auto y = take_ids(d, targets_, "targets", d['V'], "N");
   const idx N = d['N'], V = d['V'];
   checked_count(fn, {N, V}, "logits");
   auto row_loss = new_array<T>({N});
@@ -1104,16 +1228,13 @@ template <typename T>
 py::tuple linear_xent_impl(const std::string &fn, py::handle h_, py::handle w_, py::handle b_,
                            py::handle targets_, bool grad, DType dt) {
   Dims d(fn);
-  auto w = take<T>(fn, w_, "w", "of shape (V, H)", dt);
-  d.check(w, "w", "VH");
-  auto h = take<T>(fn, h_, "h", "of shape (N, H)", dt);
-  d.check(h, "h", "NH");
-  py::object b = take_optional<T>(fn, b_, "b", "of shape (V,)", dt);
-  if (!b.is_none()) d.check(b.cast<py::array>(), "b", "V");
+  d.dtype_src = "w";
+  auto w = take<T>(d, w_, "w", "of shape (V, H)", "VH", dt);
+  auto h = take<T>(d, h_, "h", "of shape (N, H)", "NH", dt);
+  py::object b = take_optional<T>(d, b_, "b", "of shape (V,)", "V", dt);
   if (d['V'] < 1) throw py::value_error(fn + ": w must have V >= 1 rows, got 0");
-  auto y = take_ids(fn, targets_, "targets", d['V']);
-  d.check(y, "targets", "N");
-  check_blas_dims(d, {'N', 'H', 'V'}, d['N']);
+  auto y = take_ids(d, targets_, "targets", d['V'], "N");
+  check_blas_dims(d, {'N', 'H', 'V'});
   const idx N = d['N'], H = d['H'], V = d['V'];
   Block scratch(static_cast<std::size_t>(checked_count(fn, {N, V + 1}, "the logits")) * sizeof(T));
   py::object dh = py::none(), dw = py::none(), db = py::none();
@@ -1171,18 +1292,16 @@ py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::
                                       const SampleOptions &opt, py::handle rng_, DType dt) {
   const int G = cell_gates(kind);
   Dims d(fn, G);
-  auto w_out = take<T>(fn, w_out_, "w_out", "of shape (V, H)", dt);
-  d.check(w_out, "w_out", "VH");
-  py::object b_out = take_optional<T>(fn, b_out_, "b_out", "of shape (V,)", dt);
-  if (!b_out.is_none()) d.check(b_out.cast<py::array>(), "b_out", "V");
+  d.dtype_src = "w_out";
+  auto w_out = take<T>(d, w_out_, "w_out", "of shape (V, H)", "VH", dt);
+  py::object b_out = take_optional<T>(d, b_out_, "b_out", "of shape (V,)", "V", dt);
   const idx V = d['V'], H = d['H'], L = static_cast<idx>(layers.size());
   if (V < 1 || H < 1 || L < 1)
     throw py::value_error(fn + ": need V >= 1, H >= 1 and at least one layer");
   std::vector<py::object> keep;  // converted arrays, alive for the call
   SampleModel<T> m{kind, int(H), int(V), {}, nullptr, nullptr, nullptr};
-  py::object emb = take_optional<T>(fn, embedding, "embedding", "of shape (V, E)", dt);
+  py::object emb = take_optional<T>(d, embedding, "embedding", "of shape (V, E)", "VE", dt);
   if (!emb.is_none()) {
-    d.check(emb.cast<py::array>(), "embedding", "VE");
     m.embedding = emb.cast<CArray<T>>().data();
   }
   for (idx k = 0; k < L; ++k) {
@@ -1191,16 +1310,13 @@ py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::
       throw py::value_error(fn + ": layers[" + std::to_string(k) +
                             "] must be (w_ih, w_hh, b_ih, b_hh)");
     Dims dk(fn, G);
+    dk.dtype_src = "w_out";
     dk.bind('H', H, "w_out");
     dk.bind('I', k == 0 ? (m.embedding ? d['E'] : V) : H, k == 0 ? "the input" : "H");
-    auto w_ih = take<T>(fn, t[0], "w_ih", "of shape (G*H, D)", dt);
-    dk.check(w_ih, "w_ih", "GI");
-    auto w_hh = take<T>(fn, t[1], "w_hh", "of shape (G*H, H)", dt);
-    dk.check(w_hh, "w_hh", "GH");
-    py::object b_ih = take_optional<T>(fn, t[2], "b_ih", "of shape (G*H,)", dt);
-    py::object b_hh = take_optional<T>(fn, t[3], "b_hh", "of shape (G*H,)", dt);
-    if (!b_ih.is_none()) dk.check(b_ih.cast<py::array>(), "b_ih", "G");
-    if (!b_hh.is_none()) dk.check(b_hh.cast<py::array>(), "b_hh", "G");
+    auto w_ih = take<T>(dk, t[0], "w_ih", "of shape (G*H, D)", "GI", dt);
+    auto w_hh = take<T>(dk, t[1], "w_hh", "of shape (G*H, H)", "GH", dt);
+    py::object b_ih = take_optional<T>(dk, t[2], "b_ih", "of shape (G*H,)", "G", dt);
+    py::object b_hh = take_optional<T>(dk, t[3], "b_hh", "of shape (G*H,)", "G", dt);
     m.layers.push_back(
         {w_ih.data(), w_hh.data(), ptr_or_null<T>(b_ih), ptr_or_null<T>(b_hh), int(dk['I'])});
     keep.insert(keep.end(), {w_ih, w_hh, b_ih, b_hh});
@@ -1209,13 +1325,18 @@ py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::
   m.b_out = ptr_or_null<T>(b_out);
   T *h = inout<T>(fn, h_, "h", L, H);
   T *c = kind == CellKind::Lstm ? inout<T>(fn, c_, "c", L, H) : nullptr;
-  auto prime = take_ids(fn, prime_, "prime", V);
-  if (prime.ndim() != 1 || prime.size() < 1)
+  py::array prime_a = peek_ids(fn, prime_, "prime");
+  if (prime_a.ndim() != 1 || prime_a.size() < 1)
     throw py::value_error(fn + ": prime must be a 1-D array of at least one token id, got shape " +
-                          shape_str(shape_of(prime)));
+                          shape_str(shape_of(prime_a)));
+  auto prime = ids_in_range(fn, prime_a, "prime", V);
   if (!py::isinstance<py::array_t<std::uint64_t>>(rng_) || py::cast<py::array>(rng_).size() != 4 ||
-      !py::cast<py::array>(rng_).writeable())
-    throw py::type_error(fn + ": rng_state must be a writeable uint64 array of 4 elements");
+      !py::cast<py::array>(rng_).writeable() ||
+      !(py::cast<py::array>(rng_).flags() & py::array::c_style))
+    throw py::type_error(fn +
+                         ": rng_state must be a writeable C-contiguous uint64 array of 4 "
+                         "elements, got " +
+                         type_name(rng_));
   auto rs = py::reinterpret_borrow<py::array_t<std::uint64_t>>(rng_);
   py::array_t<std::int32_t> out(n);
   {
@@ -1294,11 +1415,13 @@ py::array matmul_py(py::handle a_, py::handle b_, bool ta, bool tb) {
   const DType dt = dtype_from(fn, a_, "a");
   auto run = [&](auto zero) -> py::array {
     using T = decltype(zero);
-    auto a = take<T>(fn, a_, "a", "(2-D)", dt);
-    auto b = take<T>(fn, b_, "b", "(2-D)", dt);
-    if (a.ndim() != 2 || b.ndim() != 2)
-      throw py::value_error(fn + ": a and b must be 2-D, got " + shape_str(shape_of(a)) + " and " +
-                            shape_str(shape_of(b)));
+    py::array a_raw = peek<T>(fn, a_, "a", "(2-D)", dt, "a");
+    py::array b_raw = peek<T>(fn, b_, "b", "(2-D)", dt, "a");
+    if (a_raw.ndim() != 2 || b_raw.ndim() != 2)
+      throw py::value_error(fn + ": a and b must be 2-D, got " + shape_str(shape_of(a_raw)) +
+                            " and " + shape_str(shape_of(b_raw)));
+    auto a = contiguous<T>(a_raw);
+    auto b = contiguous<T>(b_raw);
     const idx M = ta ? a.shape(1) : a.shape(0), K = ta ? a.shape(0) : a.shape(1);
     const idx K2 = tb ? b.shape(1) : b.shape(0), N = tb ? b.shape(0) : b.shape(1);
     if (K != K2)
@@ -1336,6 +1459,10 @@ void bind_lm(py::module_ &m) {
 
 }  // namespace
 
+namespace rnncore {
+void bind_probe(py::module_ &m);  // probe.cpp
+}
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's compiled kernels (private: use the rnncore package).";
   init_threading();
@@ -1344,6 +1471,7 @@ PYBIND11_MODULE(_core, m) {
   bind_lstm(m);
   bind_gru(m);
   bind_lm(m);
+  bind_probe(m);
 #ifdef RNNCORE_VERSION
   m.attr("__version__") = RNNCORE_VERSION;
 #endif

@@ -365,12 +365,12 @@ class _RecurrentStack(Generic[S]):
     def _array(self, where: str, name: str, a: Any, shape: str) -> Array:
         """`a` as an array of the layer's dtype: arrays must have it, lists are converted."""
         if isinstance(a, np.ndarray):
-            if a.dtype != self.dtype:
+            if a.dtype.kind != "f" or a.dtype.newbyteorder("=") != self.dtype:
                 raise TypeError(
                     f"{where}: {name} must have dtype {self.dtype} (the layer's dtype), "
                     f"got {a.dtype}"
                 )
-            return a
+            return a  # the kernels take the other byte order too (converting it once)
         if isinstance(a, (list, tuple)):
             try:
                 return np.asarray(a, dtype=self.dtype)

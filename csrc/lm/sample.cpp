@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <numeric>
+#include <type_traits>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -182,10 +183,10 @@ void step(const SampleModel<T> &m, const std::vector<LayerOps<T>> &ops, T *h, T 
 }
 
 // A token from the logits: argmax, or a draw from softmax(logits / temperature) over the top k
-// (ties broken towards the lower id). `order` and `p` are (V) scratch.
+// (ties broken towards the lower id). `order`, `p` and `e` are (V) scratch.
 template <typename T>
 int draw(const T *logits, int V, const SampleOptions &opt, Rng &rng, std::vector<int> &order,
-         std::vector<double> &p) {
+         std::vector<double> &p, std::vector<float> &e) {
   if (opt.greedy) return static_cast<int>(std::max_element(logits, logits + V) - logits);
   int k = V;
   const int *ids = nullptr;
@@ -201,9 +202,19 @@ int draw(const T *logits, int V, const SampleOptions &opt, Rng &rng, std::vector
   for (int i = 0; i < k; ++i) mx = std::max(mx, static_cast<double>(logits[ids ? ids[i] : i]));
   const double inv_t = 1.0 / opt.temperature;
   double sum = 0.0;
-  for (int i = 0; i < k; ++i) {
-    sum += std::exp((static_cast<double>(logits[ids ? ids[i] : i]) - mx) * inv_t);
-    p[i] = sum;  // running sum: the draw is a search in it
+  if constexpr (std::is_same_v<T, float>) {
+    // float32 weights: the exponentials in float32 and vectorised (a libm call each cost about
+    // as much as a layer's pointwise update); the running sum stays in double.
+    const float m = static_cast<float>(mx), it = static_cast<float>(inv_t);
+    for (int i = 0; i < k; ++i) e[i] = (logits[ids ? ids[i] : i] - m) * it;
+#pragma omp simd
+    for (int i = 0; i < k; ++i) e[i] = exp_nonpositive(e[i]);
+    for (int i = 0; i < k; ++i) p[i] = sum += e[i];  // running sum: the draw is a search in it
+  } else {
+    for (int i = 0; i < k; ++i) {
+      sum += std::exp((static_cast<double>(logits[ids ? ids[i] : i]) - mx) * inv_t);
+      p[i] = sum;
+    }
   }
   const double u = rng.uniform() * sum;
   const int i = static_cast<int>(std::upper_bound(p.begin(), p.begin() + k, u) - p.begin());
@@ -269,6 +280,7 @@ void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime,
   std::vector<T> gx(GH), gh(GH), tmp(H), logits(V);
   std::vector<int> order(V);
   std::vector<double> p(V);
+  std::vector<float> e(V);
   const T *top = h + static_cast<idx>(m.layers.size() - 1) * H;
   auto feed = [&](std::int64_t token) {
     step<T>(m, ops, h, c, table.data() + static_cast<std::size_t>(token) * GH, gx.data(), gh.data(),
@@ -277,7 +289,7 @@ void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime,
   for (long long i = 0; i < P; ++i) feed(prime[i]);
   for (long long i = 0; i < n; ++i) {
     out_proj(logits.data(), top);
-    out[i] = draw<T>(logits.data(), V, opt, rng, order, p);
+    out[i] = draw<T>(logits.data(), V, opt, rng, order, p, e);
     if (i + 1 < n) feed(out[i]);
   }
 }

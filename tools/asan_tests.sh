@@ -46,6 +46,7 @@ if [[ ! -x "$work/venv/bin/python" ]]; then
   "$work/venv/bin/pip" install --no-input -q \
     -C cmake.define.RNNCORE_SANITIZE=ON \
     -C build-dir="$work/build" \
+    -C install.strip=false \
     "$repo[test]"
 fi
 py="$work/venv/bin/python"

@@ -822,7 +822,12 @@ Returns:
 
 Raises:
     TypeError: an argument is not an array of the call's dtype, or is None where required.
-    ValueError: a shape does not match (the message names the argument and the expected size).
+    ValueError: a shape does not match (the message names the argument and the expected size),
+        or a size exceeds the 32-bit BLAS limit or the 2^59-element workspace limit.
+    MemoryError: the call needs more than the machine's memory and swap (checked before
+        allocating), or an allocation failed.
+    Every check comes before any copy: a huge broadcast view is refused, never materialised.
+    See docs/reliability.md.
 )doc";
 
 const char *kRnnBackwardDoc = R"doc(Backpropagation through time for rnn_forward.
@@ -974,7 +979,7 @@ Returns:
     LSTMCache for lstm_backward (or None). It holds copies of x and the weights.
 
 Raises:
-    TypeError / ValueError naming the argument, as rnn_forward.
+    TypeError / ValueError naming the argument, or MemoryError, as rnn_forward.
 )doc";
 
 const char *kLstmBackwardDoc = R"doc(Backpropagation through time for lstm_forward.
@@ -1153,7 +1158,7 @@ Returns:
     (or None). It holds copies of x and the weights.
 
 Raises:
-    TypeError / ValueError naming the argument, as rnn_forward.
+    TypeError / ValueError naming the argument, or MemoryError, as rnn_forward.
 )doc";
 
 const char *kGruBackwardDoc = R"doc(Backpropagation through time for gru_forward.

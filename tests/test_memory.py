@@ -1,6 +1,6 @@
 """Resident memory stays flat over many kernel and layer calls: nothing leaks per call.
 
-Each case runs a warm-up (so the workspace pool, NumPy's and CPython's allocators and the
+Each case runs in a fresh Python process (see measure()): a warm-up (so the workspace pool, NumPy's and CPython's allocators and the
 OpenMP threads reach their working set), reads the resident set size from /proc/self/statm,
 runs 10,000 forward+backward calls and reads it again.
 
@@ -16,7 +16,9 @@ leak of one 4 KiB array a call is caught.
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -127,9 +129,26 @@ CASES = ["rnn_tanh", "rnn_relu", "lstm", "lstm_onehot", "gru", "gru_reset_before
          "layer_lstm_2x_dropout"]  # fmt: skip
 
 
+def measure(name: str) -> tuple[float, float]:
+    """growth() of case `name` in a fresh Python process: in a process that has already freed
+    memory (the rest of the test suite), new allocations reuse pages that are still resident
+    and a leak would not show in the RSS."""
+    proc = subprocess.run(
+        [sys.executable, __file__, name],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{name}: the measuring process failed:\n{proc.stderr}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["start"], result["end"]
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_rss_stays_flat_over_10000_forward_backward_calls(name):
-    start, end = growth(make_case(name))
+    start, end = measure(name)
     print(
         f"\nRSS {name}: {start:.2f} MiB after {WARMUP} warm-up calls, {end:.2f} MiB after "
         f"{CALLS} more (+{end - start:.2f} MiB)",
@@ -141,9 +160,8 @@ def test_rss_stays_flat_over_10000_forward_backward_calls(name):
     )
 
 
-def test_the_measurement_sees_a_leak():
-    """The control: keeping one 4 KiB output per call (a leak of the size a lost y would be)
-    grows the RSS by far more than the bound, so the bound above can fail."""
+def leaky_case() -> Callable[[], None]:
+    """rnn_tanh, plus one 4 KiB output kept per call: the leak a lost y would be."""
     call = make_case("rnn_tanh")
     kept: list[np.ndarray] = []
     w = weights(np.random.default_rng(1), 1)
@@ -153,5 +171,20 @@ def test_the_measurement_sees_a_leak():
         call()
         kept.append(rnncore.rnn_forward(x, None, *w)[0])  # y: T*B*H*8 bytes = 4 KiB
 
-    start, end = growth(leaky)
-    assert end - start > 10 * BOUND_MB, (start, end)
+    return leaky
+
+
+def test_the_measurement_sees_a_leak():
+    """The control: the 40 MiB kept over 10,000 calls show in the RSS, far above the bound, so
+    the test above can fail."""
+    start, end = measure("leak_4k_per_call")
+    assert end - start > 10 * BOUND_MB, (
+        f"a 4 KiB leak per call grew the RSS by only {end - start:.2f} MiB "
+        f"({start:.2f} -> {end:.2f} MiB); expected more than {10 * BOUND_MB} MiB"
+    )
+
+
+if __name__ == "__main__":  # the measuring process: python tests/test_memory.py CASE
+    case = sys.argv[1]
+    start, end = growth(leaky_case() if case == "leak_4k_per_call" else make_case(case))
+    print(json.dumps({"start": start, "end": end}))

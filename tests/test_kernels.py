@@ -373,6 +373,24 @@ def test_saturating_inputs_stay_finite(rng, cell, dtype):
         assert np.abs(results[0]).max() <= 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_saturated_gate_is_exactly_zero(dtype):
+    """sigmoid(-inf) is 0, not the smallest normal float: a forget gate shut by an infinite
+    input times an infinite cell state is NaN (0 * inf), as in the reference and PyTorch."""
+    one = np.ones((1, 1), dtype)
+    w_ih = np.array([[1.0], [-1.0], [1.0], [1.0]], dtype)  # i, f, g, o: f's pre-activation -inf
+    x = np.full((1, 1, 1), np.inf, dtype)
+    c0 = np.full((1, 1), np.inf, dtype)
+    y, _, c, _ = rnncore.lstm_forward(x, 0 * one, c0, w_ih, np.zeros((4, 1), dtype))
+    with np.errstate(invalid="ignore"):  # the reference's 0 * inf
+        _, _, c_ref, _ = ref.lstm_forward(x, 0 * one, c0, w_ih, np.zeros((4, 1), dtype))
+    assert np.isnan(c_ref).all() and np.isnan(c).all() and np.isnan(y).all()
+    # float32 flushes sigmoid below -87 (a denormal at most) to 0; float64 keeps 3.7e-44
+    x2 = np.full((1, 1, 1), 100.0, dtype)
+    _, _, c2, _ = rnncore.lstm_forward(x2, 0 * one, c0, w_ih, np.zeros((4, 1), dtype))
+    assert np.isnan(c2).all() if dtype == np.float32 else np.isinf(c2).all()
+
+
 @cells
 def test_ten_thousand_steps_stay_finite(rng, cell):
     T, B, D, H = 10_000, 1, 2, 8

@@ -15,8 +15,10 @@ namespace rnncore {
 
 // exp(y) for y <= 0 (larger y is not needed and not supported). Cody-Waite range reduction
 // y = n ln2 + r, |r| <= ln2/2, then a degree-7 Taylor polynomial (truncation error < 6e-9).
-// NaN propagates. No float->int conversion, so no undefined behaviour on NaN.
+// Inputs below -87 give 0. NaN propagates. No float->int conversion, so no undefined
+// behaviour on NaN.
 inline float exp_nonpositive(float y) {
+  const float y_in = y;
   y = y < -87.0f ? -87.0f : y;                   // keeps 2^n normal; exp(-87) ~ 1.6e-38
   const float shifter = 12582912.0f;             // 1.5 * 2^23: adding it rounds to an integer
   float t = y * 1.44269504088896341f + shifter;  // n + shifter, n in the low mantissa bits
@@ -36,7 +38,9 @@ inline float exp_nonpositive(float y) {
   bits = (bits + 127u) << 23;  // low bits of t hold n (two's complement): 2^n as a float
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  // Below the clamp the true value is a denormal or 0: flush it to 0, so that sigmoid(-inf) is
+  // exactly 0 and 0 * inf downstream is NaN, as in NumPy and PyTorch (not inf, or a number).
+  return y_in < -87.0f ? 0.0f : p * scale;
 }
 
 inline float tanh_f(float x) {

@@ -365,7 +365,12 @@ def expected_version(n: int) -> dict[str, np.ndarray]:
 
 
 def test_sigkill_while_saving_never_loses_or_damages_a_checkpoint(tmp_path):
-    kills, path = 40, tmp_path / "live.npz"
+    # At least 40 kills, at least 10 of them inside a save (between the temporary file and the
+    # rename: the window that matters) and 10 after a newer version was written. Where a kill
+    # lands depends on the machine's speed (a fork under ASan is slow, for one), so the test
+    # goes on until all three hold.
+    min_kills, min_inside, max_kills = 40, 10, 400
+    kills, path = 0, tmp_path / "live.npz"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     server = subprocess.Popen(
         [sys.executable, "-c", SERVER, str(path)],
@@ -379,7 +384,10 @@ def test_sigkill_while_saving_never_loses_or_damages_a_checkpoint(tmp_path):
     lost, inside_save, advanced, acked, log = 0, 0, 0, 0, []
     try:
         assert lines.next(60) == "ready"
-        for _ in range(kills):
+        while kills < min_kills or min(inside_save, advanced) < min_inside:
+            if kills >= max_kills:
+                break
+            kills += 1
             server.stdin.write(f"round {acked + 1}\n".encode())
             server.stdin.flush()
             pid = int(lines.next().split()[1])
@@ -421,5 +429,5 @@ def test_sigkill_while_saving_never_loses_or_damages_a_checkpoint(tmp_path):
     )
     assert lost == 0, log
     # The kills must hit the interesting window (mid-write): otherwise the test proves nothing.
-    assert inside_save >= kills // 4, (inside_save, kills)
-    assert advanced >= kills // 4, (advanced, kills)
+    assert inside_save >= min_inside, f"only {inside_save} of {kills} kills landed inside a save"
+    assert advanced >= min_inside, f"only {advanced} of {kills} rounds wrote a newer version"

@@ -7,9 +7,9 @@
 // columns) inside one parallel region, and repeat the product `calls` times with a barrier after
 // each one: the recurrent step's pattern. kernel "blas" sends each slice to the vendored
 // OpenBLAS (one thread, as everywhere in rnncore); "packed" packs the slice once and runs the
-// micro-kernel rnncore's float32 recurrent products use (avx512, avx2 or portable, whichever
-// this CPU runs best). With a large square shape this is the plain sgemm ceiling; with
-// (B, G*H, H) it is the ceiling of one recurrent step.
+// micro-kernel rnncore's float32 recurrent products use (gemm_path(): avx512, avx2 or portable,
+// whichever this CPU runs best unless set otherwise). With a large square shape this is the plain
+// sgemm ceiling; with (B, G*H, H) it is the ceiling of one recurrent step.
 #include <omp.h>
 #include <pybind11/pybind11.h>
 
@@ -33,21 +33,19 @@ namespace {
 using idx = std::ptrdiff_t;
 using Clock = std::chrono::steady_clock;
 
-// Seconds for `calls` products in one region. Every thread packs its own slice first (not
-// timed: the kernels pack once per sequence).
+// Seconds for `calls` products in one region. "packed" packs each thread's slice through the
+// cells' own PackArena (not timed: the kernels pack once per sequence).
 double run_calls(bool packed, float *c, const float *a, const float *w, int M, int N, int K,
                  int threads, long calls) {
-  const GemmPath path = packed ? best_gemm_path() : GemmPath::Blas;
-  const int nr = packed ? packed_nr(path) : 16;
-  std::vector<float> panels(packed ? packed_floats(K, N + threads * nr, nr) : 0);
+  const PackArena<float> arena(K, packed ? N : 0, threads);
   double seconds = 0.0;
 #pragma omp parallel num_threads(threads)
   {
     const int np = omp_get_num_threads(), p = omp_get_thread_num();
     const Range r = split(N, np, p, 16);
-    float *mine = panels.data() + static_cast<idx>(K) * (r.begin + p * nr);
-    if (packed && r.end > r.begin) pack_panels(mine, w, K, true, K, r.begin, r.end, nr);
-    const StepGemm<float> step(w, K, true, K, r.begin, r.end, packed ? mine : nullptr, path);
+    const StepGemm<float> step =
+        packed ? arena.slice(w, K, true, r.begin, r.end, p)
+               : StepGemm<float>(w, K, true, K, r.begin, r.end, nullptr, GemmPath::Blas);
 #pragma omp barrier
     const auto t0 = Clock::now();
     for (long i = 0; i < calls; ++i) {
@@ -110,7 +108,7 @@ py::dict gemm_probe(int M, int N, int K, const std::string &kernel, int threads,
   d["gflops"] = flops / seconds / 1e9;
   d["calls"] = calls;
   d["seconds"] = seconds;
-  d["kernel"] = packed ? std::string(gemm_path_name(best_gemm_path())) : std::string("openblas");
+  d["kernel"] = packed ? std::string(gemm_path_name(gemm_path())) : std::string("openblas");
   d["threads"] = threads;
   return d;
 }

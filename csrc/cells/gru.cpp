@@ -45,6 +45,23 @@ inline BlockCols gh_cols(GateBlocks g3, GateBlocks g2, bool reset_after, int k) 
   return {b, b + w, static_cast<idx>(2) * g3.H + static_cast<idx>(k) * kUnitBlock};
 }
 
+// f(u0, w, ci, ch) for each of a thread's unit blocks k in [k0, k1): the block's first unit, its
+// width and its r, z, n columns in gi and gh. A full block's width is passed as
+// std::integral_constant<int, kUnitBlock>, so the pointwise loops over it have a constant trip
+// count (with_block_width); a partial last block's as an int.
+template <typename F>
+void for_blocks(int k0, int k1, GateBlocks g3, GateBlocks g2, bool reset_after, F &&f) {
+  for (int k = k0; k < k1; ++k)
+    with_block_width(g3.width(k), [&](auto width) {
+      const int u0 = k * kUnitBlock;
+      const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, reset_after, k);
+      if constexpr (decltype(width)::value != 0)
+        f(u0, width, ci, ch);
+      else
+        f(u0, g3.width(k), ci, ch);
+    });
+}
+
 // out[c0:c1] = column sums over `rows` rows of src (leading dimension ld).
 template <typename T>
 void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
@@ -85,64 +102,56 @@ void gru_forward(T *hs, T *gates, T *aux, T *gh, const T *x, const std::int32_t 
       const T *hp = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H) h_{t-1}
       T *gt = gates + t * BG, *at = aux + t * BH, *ht = hs + t * BH;
       rec.run(gh, G * H, hp, H, B, false);
-      for (int k = k0; k < k1; ++k)
-        with_block_width(g3.width(k), [&](auto width) {
-          constexpr int W = decltype(width)::value;
-          const int w = W ? W : g3.width(k), u0 = k * kUnitBlock;
-          const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, reset_after, k);
-          for (int b = 0; b < B; ++b) {
-            T *gi = gt + b * H3, *gr = gh + b * H3;
-            const T *hpb = hp + b * static_cast<idx>(H) + u0;
-            T *ab = at + b * static_cast<idx>(H) + u0;
-            T *ir = gi + ci.r, *iz = gi + ci.z;
-            const T *hr = gr + ch.r, *hz = gr + ch.z;
-            const T *bir = b_ih + ci.r, *biz = b_ih + ci.z, *bhr = b_hh + ch.r, *bhz = b_hh + ch.z;
-            if (reset_after) {
-              T *in = gi + ci.n, *hb = ht + b * static_cast<idx>(H) + u0;
-              const T *hn = gr + ch.n, *bin = b_ih + ci.n, *bhn = b_hh + ch.n;
+      for_blocks(k0, k1, g3, g2, reset_after, [&](int u0, auto w, BlockCols ci, BlockCols ch) {
+        for (int b = 0; b < B; ++b) {
+          T *gi = gt + b * H3, *gr = gh + b * H3;
+          const T *hpb = hp + b * static_cast<idx>(H) + u0;
+          T *ab = at + b * static_cast<idx>(H) + u0;
+          T *ir = gi + ci.r, *iz = gi + ci.z;
+          const T *hr = gr + ch.r, *hz = gr + ch.z;
+          const T *bir = b_ih + ci.r, *biz = b_ih + ci.z, *bhr = b_hh + ch.r, *bhz = b_hh + ch.z;
+          if (reset_after) {
+            T *in = gi + ci.n, *hb = ht + b * static_cast<idx>(H) + u0;
+            const T *hn = gr + ch.n, *bin = b_ih + ci.n, *bhn = b_hh + ch.n;
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
-                const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
-                const T hnu = hn[u] + bhn[u];
-                const T nn = tanh_f(in[u] + bin[u] + rr * hnu);
-                ir[u] = rr, iz[u] = zz, in[u] = nn;
-                ab[u] = hnu;
-                hb[u] = nn + zz * (hpb[u] - nn);
-              }
-            } else {
+            for (int u = 0; u < w; ++u) {
+              const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
+              const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
+              const T hnu = hn[u] + bhn[u];
+              const T nn = tanh_f(in[u] + bin[u] + rr * hnu);
+              ir[u] = rr, iz[u] = zz, in[u] = nn;
+              ab[u] = hnu;
+              hb[u] = nn + zz * (hpb[u] - nn);
+            }
+          } else {
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
-                const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
-                ir[u] = rr, iz[u] = zz;
-                ab[u] = rr * hpb[u];  // r ⊙ h_{t-1}: the input of W_hn
-              }
+            for (int u = 0; u < w; ++u) {
+              const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
+              const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
+              ir[u] = rr, iz[u] = zz;
+              ab[u] = rr * hpb[u];  // r ⊙ h_{t-1}: the input of W_hn
             }
           }
-        });
+        }
+      });
       if (!reset_after) {
 #pragma omp barrier
         // n's recurrent term needs r ⊙ h of every unit.
         rec_n.run(gh + 2 * static_cast<idx>(H), G * H, at, H, B, false);
-        for (int k = k0; k < k1; ++k)
-          with_block_width(g3.width(k), [&](auto width) {
-            constexpr int W = decltype(width)::value;
-            const int w = W ? W : g3.width(k), u0 = k * kUnitBlock;
-            const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, false, k);
-            for (int b = 0; b < B; ++b) {
-              T *gi = gt + b * H3;
-              const T *gr = gh + b * H3, *hpb = hp + b * static_cast<idx>(H) + u0;
-              T *in = gi + ci.n, *hb = ht + b * static_cast<idx>(H) + u0;
-              const T *zz = gi + ci.z, *hn = gr + ch.n, *bin = b_ih + ci.n, *bhn = b_hh + ch.n;
+        for_blocks(k0, k1, g3, g2, false, [&](int u0, auto w, BlockCols ci, BlockCols ch) {
+          for (int b = 0; b < B; ++b) {
+            T *gi = gt + b * H3;
+            const T *gr = gh + b * H3, *hpb = hp + b * static_cast<idx>(H) + u0;
+            T *in = gi + ci.n, *hb = ht + b * static_cast<idx>(H) + u0;
+            const T *zz = gi + ci.z, *hn = gr + ch.n, *bin = b_ih + ci.n, *bhn = b_hh + ch.n;
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T nn = tanh_f(in[u] + bin[u] + hn[u] + bhn[u]);
-                in[u] = nn;
-                hb[u] = nn + zz[u] * (hpb[u] - nn);
-              }
+            for (int u = 0; u < w; ++u) {
+              const T nn = tanh_f(in[u] + bin[u] + hn[u] + bhn[u]);
+              in[u] = nn;
+              hb[u] = nn + zz[u] * (hpb[u] - nn);
             }
-          });
+          }
+        });
       }
 #pragma omp barrier
     }
@@ -196,65 +205,57 @@ void gru_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db_ih, T *db_hh, T *dgi,
           for (int j = j0; j < j1; ++j) dhb[j] += dyb[j];
         }
       // Pass 1 (own units): everything that needs only this step's dh.
-      for (int k = k0; k < k1; ++k)
-        with_block_width(g3.width(k), [&](auto width) {
-          constexpr int W = decltype(width)::value;
-          const int w = W ? W : g3.width(k), u0 = k * kUnitBlock;
-          const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, reset_after, k);
-          for (int b = 0; b < B; ++b) {
-            const idx o = b * static_cast<idx>(H) + u0;
-            const T *rr = gt + b * H3 + ci.r, *zz = gt + b * H3 + ci.z, *nn = gt + b * H3 + ci.n;
-            const T *hpb = hp + o, *ab = at + o;
-            T *dhb = dh + o;
-            T *dir = dit + b * H3 + ci.r, *diz = dit + b * H3 + ci.z, *din = dit + b * H3 + ci.n;
-            T *dhr = dht + b * H3 + ch.r, *dhz = dht + b * H3 + ch.z, *dhn = dht + b * H3 + ch.n;
-            // Two loops, not one with the branch inside: GCC leaves that one scalar.
-            if (reset_after) {
+      for_blocks(k0, k1, g3, g2, reset_after, [&](int u0, auto w, BlockCols ci, BlockCols ch) {
+        for (int b = 0; b < B; ++b) {
+          const idx o = b * static_cast<idx>(H) + u0;
+          const T *rr = gt + b * H3 + ci.r, *zz = gt + b * H3 + ci.z, *nn = gt + b * H3 + ci.n;
+          const T *hpb = hp + o, *ab = at + o;
+          T *dhb = dh + o;
+          T *dir = dit + b * H3 + ci.r, *diz = dit + b * H3 + ci.z, *din = dit + b * H3 + ci.n;
+          T *dhr = dht + b * H3 + ch.r, *dhz = dht + b * H3 + ch.z, *dhn = dht + b * H3 + ch.n;
+          // Two loops, not one with the branch inside: GCC leaves that one scalar.
+          if (reset_after) {
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T g = dhb[u];
-                const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);  // d(n pre-activation)
-                const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
-                const T dr = dn * ab[u] * rr[u] * (T(1) - rr[u]);  // ab = W_hn h + b_hn
-                dhb[u] = g * zz[u];                                // the direct path h_{t-1} -> h_t
-                din[u] = dn, diz[u] = dz, dir[u] = dr;
-                dhr[u] = dr, dhz[u] = dz, dhn[u] = dn * rr[u];
-              }
-            } else {
+            for (int u = 0; u < w; ++u) {
+              const T g = dhb[u];
+              const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);  // d(n pre-activation)
+              const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
+              const T dr = dn * ab[u] * rr[u] * (T(1) - rr[u]);  // ab = W_hn h + b_hn
+              dhb[u] = g * zz[u];                                // the direct path h_{t-1} -> h_t
+              din[u] = dn, diz[u] = dz, dir[u] = dr;
+              dhr[u] = dr, dhz[u] = dz, dhn[u] = dn * rr[u];
+            }
+          } else {
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T g = dhb[u];
-                const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);
-                const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
-                dhb[u] = g * zz[u];
-                din[u] = dn, diz[u] = dz;
-                dhz[u] = dz, dhn[u] = dn;
-              }
+            for (int u = 0; u < w; ++u) {
+              const T g = dhb[u];
+              const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);
+              const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
+              dhb[u] = g * zz[u];
+              din[u] = dn, diz[u] = dz;
+              dhz[u] = dz, dhn[u] = dn;
             }
           }
-        });
+        }
+      });
 #pragma omp barrier
       if (!reset_after) {
         // d(r ⊙ h) = d(n_pre) W_hn needs every unit's d(n_pre); then r's gradient and the
         // path through r ⊙ h.
         rec_n.run(drh, H, dht + 2 * static_cast<idx>(H), G * H, B, false);
-        for (int k = k0; k < k1; ++k)
-          with_block_width(g3.width(k), [&](auto width) {
-            constexpr int W = decltype(width)::value;
-            const int w = W ? W : g3.width(k), u0 = k * kUnitBlock;
-            const BlockCols ci = gi_cols(g3, k), ch = gh_cols(g3, g2, false, k);
-            for (int b = 0; b < B; ++b) {
-              const idx o = b * static_cast<idx>(H) + u0;
-              const T *rr = gt + b * H3 + ci.r, *hpb = hp + o, *drb = drh + o;
-              T *dhb = dh + o, *dir = dit + b * H3 + ci.r, *dhr = dht + b * H3 + ch.r;
+        for_blocks(k0, k1, g3, g2, false, [&](int u0, auto w, BlockCols ci, BlockCols ch) {
+          for (int b = 0; b < B; ++b) {
+            const idx o = b * static_cast<idx>(H) + u0;
+            const T *rr = gt + b * H3 + ci.r, *hpb = hp + o, *drb = drh + o;
+            T *dhb = dh + o, *dir = dit + b * H3 + ci.r, *dhr = dht + b * H3 + ch.r;
 #pragma omp simd
-              for (int u = 0; u < w; ++u) {
-                const T dr = drb[u] * hpb[u] * rr[u] * (T(1) - rr[u]);
-                dhb[u] += drb[u] * rr[u];
-                dir[u] = dr, dhr[u] = dr;
-              }
+            for (int u = 0; u < w; ++u) {
+              const T dr = drb[u] * hpb[u] * rr[u] * (T(1) - rr[u]);
+              dhb[u] += drb[u] * rr[u];
+              dir[u] = dr, dhr[u] = dr;
             }
-          });
+          }
+        });
 #pragma omp barrier
       }
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.

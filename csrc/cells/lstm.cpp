@@ -31,9 +31,8 @@ constexpr int G = 4;
 
 // One step's pointwise update for units of block k, all B rows: activates the gate
 // pre-activations in place and writes c_t, h_t.
-// W: the block's width when known at compile time (every block but a partial last one), else 0.
-// A constant trip count lets GCC drop the loop's remainder handling, which cost as much as the
-// activations at w = 16.
+// W: the block's width when known at compile time (every block but a partial last one), else 0
+// (with_block_width in common/gates.h chooses).
 template <typename T, int W>
 void lstm_cell_block_w(T *gates_t, T *c, T *h, const T *c_prev, const T *bias, GateBlocks gb, int k,
                        int B, int H) {
@@ -106,20 +105,18 @@ void lstm_cell_block_backward_w(T *dgates_t, T *dc, const T *dh, const T *dy_t, 
 template <typename T>
 void lstm_cell_block(T *gates_t, T *c, T *h, const T *c_prev, const T *bias, GateBlocks gb, int k,
                      int B, int H) {
-  if (gb.width(k) == kUnitBlock)
-    lstm_cell_block_w<T, kUnitBlock>(gates_t, c, h, c_prev, bias, gb, k, B, H);
-  else
-    lstm_cell_block_w<T, 0>(gates_t, c, h, c_prev, bias, gb, k, B, H);
+  with_block_width(gb.width(k), [&](auto width) {
+    lstm_cell_block_w<T, decltype(width)::value>(gates_t, c, h, c_prev, bias, gb, k, B, H);
+  });
 }
 
 template <typename T>
 void lstm_cell_block_backward(T *dgates_t, T *dc, const T *dh, const T *dy_t, const T *gates_t,
                               const T *c, const T *c_prev, GateBlocks gb, int k, int B, int H) {
-  if (gb.width(k) == kUnitBlock)
-    lstm_cell_block_backward_w<T, kUnitBlock>(dgates_t, dc, dh, dy_t, gates_t, c, c_prev, gb, k, B,
-                                              H);
-  else
-    lstm_cell_block_backward_w<T, 0>(dgates_t, dc, dh, dy_t, gates_t, c, c_prev, gb, k, B, H);
+  with_block_width(gb.width(k), [&](auto width) {
+    lstm_cell_block_backward_w<T, decltype(width)::value>(dgates_t, dc, dh, dy_t, gates_t, c,
+                                                          c_prev, gb, k, B, H);
+  });
 }
 
 }  // namespace

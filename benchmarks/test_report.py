@@ -1,4 +1,5 @@
-"""report.py end to end on the smallest config, and the GEMM ceiling probe it uses."""
+"""report.py end to end on the smallest config, the GEMM ceiling probe it uses, and the sampler's
+matrix-vector probe (train_step.py's sampling ceiling)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ def test_gemm_probe_measures_a_checked_product(kernel):
         _core._gemm_probe(4, 4, 4, "mkl", 1)
     with pytest.raises(ValueError, match="M, N and K must be >= 1, got 0, 4, 4"):
         _core._gemm_probe(0, 4, 4, kernel, 1)
+
+
+def test_gemv_probe_measures_a_checked_product():
+    # 45 rows: a partial 32-row block of the sampler's kernel
+    r = _core._gemv_probe(45, 19, 0.01)
+    assert r["gb_per_s"] > 0 and r["calls"] >= 1
+    assert r["seconds_per_call"] * r["calls"] >= 0.01
+    with pytest.raises(ValueError, match="rows and cols must be >= 1, got 0, 4"):
+        _core._gemv_probe(0, 4)
+    with pytest.raises(ValueError, match=r"min_time must be in \(0, 60\] seconds, got 0"):
+        _core._gemv_probe(4, 4, 0.0)
 
 
 def test_report_prints_the_table_and_the_ceilings(capsys, monkeypatch):

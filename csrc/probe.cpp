@@ -23,6 +23,7 @@
 #include "common/packed_gemm.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
+#include "lm/sample.h"
 
 namespace py = pybind11;
 
@@ -113,9 +114,42 @@ py::dict gemm_probe(int M, int N, int K, const std::string &kernel, int threads,
   return d;
 }
 
+// The sampler's matrix-vector ceiling: GB/s of float32 weights streamed by repeated y = W x.
+py::dict gemv_probe_py(int rows, int cols, double min_time) {
+  const std::string fn = "_gemv_probe";
+  if (rows < 1 || cols < 1)
+    throw py::value_error(fn + ": rows and cols must be >= 1, got " + std::to_string(rows) + ", " +
+                          std::to_string(cols));
+  if (!(min_time > 0.0 && min_time <= 60.0))
+    throw py::value_error(fn + ": min_time must be in (0, 60] seconds, got " +
+                          std::to_string(min_time));
+  long calls = 1;
+  double seconds;
+  {
+    py::gil_scoped_release nogil;
+    for (;;) {
+      seconds = gemv_probe(rows, cols, calls);
+      if (seconds >= min_time) break;
+      const double per = seconds / static_cast<double>(calls);
+      const long want = per > 0 ? static_cast<long>(1.2 * min_time / per) + 1 : calls * 10;
+      calls = std::max(calls * 2, std::min(want, calls * 100));
+    }
+  }
+  const double bytes = 4.0 * rows * cols * static_cast<double>(calls);
+  py::dict d;
+  d["seconds_per_call"] = seconds / static_cast<double>(calls);
+  d["gb_per_s"] = bytes / seconds / 1e9;
+  d["calls"] = calls;
+  return d;
+}
+
 }  // namespace
 
 void bind_probe(py::module_ &m) {
+  m.def("_gemv_probe", &gemv_probe_py, py::arg("rows"), py::arg("cols"), py::arg("min_time") = 0.2,
+        "Private (benchmarks): the sampler's float32 matrix-vector kernel on one thread, y = W x "
+        "repeated for a (rows, cols) W, each call depending on the last. Returns "
+        "{seconds_per_call, gb_per_s, calls}.");
   m.def("_gemm_probe", &gemm_probe, py::arg("M"), py::arg("N"), py::arg("K"), py::arg("kernel"),
         py::arg("threads"), py::arg("min_time") = 0.2,
         "Private (benchmarks): float32 GFLOP/s of C (M,N) = A (M,K) . W^T (W (N,K)) repeated in "

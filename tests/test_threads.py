@@ -149,3 +149,53 @@ def test_the_gil_is_released_while_a_kernel_runs():
     assert inside > 0, (
         f"no Python progress during a {window[1] - window[0]:.2f} s kernel: the GIL was held"
     )
+
+
+SPLIT_CASES = [
+    ("rnn", {"nonlinearity": "tanh"}),
+    ("rnn", {"nonlinearity": "relu"}),
+    ("lstm", {}),
+    ("gru", {"reset_after": True}),
+    ("gru", {"reset_after": False}),
+]
+
+
+@pytest.mark.parametrize(("cell", "kw"), SPLIT_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("B", [1, 5, 16, 23, 50])
+def test_recurrence_is_bitwise_independent_of_thread_count(cell, kw, B):
+    """Threads split each step's recurrent product and pointwise update by hidden units, and
+    each element of the product is one float32 dot product over k in order, whatever the
+    split (common/packed_gemm.h). So with token ids (the input side is a gather, not a GEMM
+    whose rounding depends on its shape) the outputs, final states and the gradients that flow
+    back through time are bitwise the 1-thread ones.
+
+    H = 150 (nine blocks of 16 units and a partial one of 6) gives even the vanilla RNN enough
+    work per step for 2 threads from B = 5 (threads_for: 1e5 FLOPs per thread) and for 3 from
+    B = 16; B = 1 stays on one thread."""
+    if rnncore.blas_info()["recurrent_kernel"] == "blas":
+        pytest.skip("float32 products go to OpenBLAS, whose rounding depends on the call's shape")
+    fwd, bwd, G, has_c = CELLS[cell]
+    T, V, H = 9, 11, 150
+    rng = np.random.default_rng(B)
+    k = 1 / np.sqrt(H)
+    ids = rng.integers(0, V, (T, B))
+    args = [ids, rng.standard_normal((B, H)).astype(np.float32)]
+    if has_c:
+        args.append(rng.standard_normal((B, H)).astype(np.float32))
+    args += [
+        rng.uniform(-k, k, s).astype(np.float32) for s in ((G * H, V), (G * H, H), G * H, G * H)
+    ]
+    upstream = [
+        rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), *[(B, H)] * (1 + has_c))
+    ]
+    results = []
+    for n in (1, 2, 3):
+        with num_threads(n):
+            *outs, cache = fwd(*args, **kw)
+            grads = bwd(*upstream, cache)
+        # Outputs and states, then dh0 (and dc0): what the time loop computes.
+        results.append([*outs, *grads[1 : 2 + has_c]])
+    names = ["y", "h_n", "c_n"][: 2 + has_c] + ["dh0", "dc0"][: 1 + has_c]
+    for n, got in zip((2, 3), results[1:], strict=True):
+        for name, a, b in zip(names, results[0], got, strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{name}, {n} threads")

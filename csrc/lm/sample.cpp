@@ -3,9 +3,12 @@
 #include "lm/sample.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <numeric>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -294,6 +297,30 @@ void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime,
     out[i] = draw<T>(logits.data(), V, opt, rng, order, p, e);
     if (i + 1 < n) feed(out[i]);
   }
+}
+
+double gemv_probe(int rows, int cols, long calls) {
+  std::vector<float> w(static_cast<std::size_t>(rows) * cols), x(cols), y(rows);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 5) * 0.25f - 0.5f;
+  for (int j = 0; j < cols; ++j) x[j] = static_cast<float>(j % 7) * 0.125f - 0.375f;
+  const Affine<float> a(w.data(), nullptr, rows, cols);
+  a(y.data(), x.data());  // warm: the packed copy in cache as far as it fits
+  const auto t0 = std::chrono::steady_clock::now();
+  for (long i = 0; i < calls; ++i) {
+    if (i > 0) x[0] = y[0] * 1e-30f;  // each product depends on the last, as the sampler's do
+    a(y.data(), x.data());
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // The product must be right for the time to mean anything.
+  for (int i = 0; i < rows; i += std::max(1, rows / 64)) {
+    double ref = 0.0;
+    for (int j = 0; j < cols; ++j)
+      ref += static_cast<double>(w[static_cast<idx>(i) * cols + j]) * x[j];
+    if (!(std::abs(y[i] - ref) <= 1e-5 * cols + 1e-6))
+      throw std::runtime_error("gemv_probe: wrong product at row " + std::to_string(i) + ": " +
+                               std::to_string(y[i]) + ", expected " + std::to_string(ref));
+  }
+  return s;
 }
 
 template void sample_loop<float>(const SampleModel<float> &, float *, float *, const std::int64_t *,

@@ -13,11 +13,13 @@
 #include <omp.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/packed_gemm.h"
@@ -59,6 +61,25 @@ double run_calls(bool packed, float *c, const float *a, const float *w, int M, i
   return seconds;
 }
 
+void check_min_time(const std::string &fn, double min_time) {
+  if (!(min_time > 0.0 && min_time <= 60.0))
+    throw py::value_error(fn + ": min_time must be in (0, 60] seconds, got " +
+                          std::to_string(min_time));
+}
+
+// run(calls) times `calls` repetitions and returns their seconds. Grows the call count until
+// one run lasts min_time; returns that run's seconds and calls.
+template <typename Run>
+std::pair<double, long> time_for(const Run &run, double min_time) {
+  for (long calls = 1;;) {
+    const double seconds = run(calls);
+    if (seconds >= min_time) return {seconds, calls};
+    const double per = seconds / static_cast<double>(calls);
+    const long want = per > 0 ? static_cast<long>(1.2 * min_time / per) + 1 : calls * 10;
+    calls = std::max(calls * 2, std::min(want, calls * 100));
+  }
+}
+
 py::dict gemm_probe(int M, int N, int K, const std::string &kernel, int threads, double min_time) {
   const std::string fn = "_gemm_probe";
   if (M < 1 || N < 1 || K < 1)
@@ -68,30 +89,23 @@ py::dict gemm_probe(int M, int N, int K, const std::string &kernel, int threads,
     throw py::value_error(fn + ": kernel must be 'blas' or 'packed', got '" + kernel + "'");
   if (threads < 1)
     throw py::value_error(fn + ": threads must be >= 1, got " + std::to_string(threads));
-  if (!(min_time > 0.0 && min_time <= 60.0))
-    throw py::value_error(fn + ": min_time must be in (0, 60] seconds, got " +
-                          std::to_string(min_time));
+  check_min_time(fn, min_time);
   const bool packed = kernel == "packed";
   std::vector<float> a(static_cast<std::size_t>(M) * K), w(static_cast<std::size_t>(N) * K),
       c(static_cast<std::size_t>(M) * N);
   for (std::size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) * 0.125f - 0.375f;
   for (std::size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i % 5) * 0.25f - 0.5f;
   ensure_blas_serial();
-  double seconds;
-  long calls = 1;
+  const auto run = [&](long calls) {
+    return run_calls(packed, c.data(), a.data(), w.data(), M, N, K, threads, calls);
+  };
+  std::pair<double, long> timed;
   {
     py::gil_scoped_release nogil;
-    // Warm up (threads started, caches filled), then grow the call count until the run takes
-    // min_time.
-    run_calls(packed, c.data(), a.data(), w.data(), M, N, K, threads, 1);
-    for (;;) {
-      seconds = run_calls(packed, c.data(), a.data(), w.data(), M, N, K, threads, calls);
-      if (seconds >= min_time) break;
-      const double per = seconds / static_cast<double>(calls);
-      const long want = per > 0 ? static_cast<long>(1.2 * min_time / per) + 1 : calls * 10;
-      calls = std::max(calls * 2, std::min(want, calls * 100));
-    }
+    run(1);  // warm up: threads started, caches filled
+    timed = time_for(run, min_time);
   }
+  const auto [seconds, calls] = timed;
   // A ceiling is only a figure if the product is right: check a spread of entries of C against
   // a float64 dot product (float32 sums of K terms of magnitude <= 0.375 * 0.5).
   for (int s = 0; s < 64; ++s) {
@@ -120,21 +134,13 @@ py::dict gemv_probe_py(int rows, int cols, double min_time) {
   if (rows < 1 || cols < 1)
     throw py::value_error(fn + ": rows and cols must be >= 1, got " + std::to_string(rows) + ", " +
                           std::to_string(cols));
-  if (!(min_time > 0.0 && min_time <= 60.0))
-    throw py::value_error(fn + ": min_time must be in (0, 60] seconds, got " +
-                          std::to_string(min_time));
-  long calls = 1;
-  double seconds;
+  check_min_time(fn, min_time);
+  std::pair<double, long> timed;
   {
     py::gil_scoped_release nogil;
-    for (;;) {
-      seconds = gemv_probe(rows, cols, calls);
-      if (seconds >= min_time) break;
-      const double per = seconds / static_cast<double>(calls);
-      const long want = per > 0 ? static_cast<long>(1.2 * min_time / per) + 1 : calls * 10;
-      calls = std::max(calls * 2, std::min(want, calls * 100));
-    }
+    timed = time_for([&](long calls) { return gemv_probe(rows, cols, calls); }, min_time);
   }
+  const auto [seconds, calls] = timed;
   const double bytes = 4.0 * rows * cols * static_cast<double>(calls);
   py::dict d;
   d["seconds_per_call"] = seconds / static_cast<double>(calls);

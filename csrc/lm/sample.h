@@ -60,8 +60,8 @@ void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime,
                  long long n, const SampleOptions &opt, Rng rng, std::int32_t *out);
 
 // Seconds for `calls` float32 products y = W x of a (rows, cols) W through the sampler's own
-// matrix-vector kernel: the benchmarks' ceiling for
-// sample_loop (whose every token reads its weights once). Throws if the product is wrong.
+// matrix-vector kernel: the benchmarks' ceiling for sample_loop, whose every token reads its
+// weights once. Throws if the product is wrong.
 double gemv_probe(int rows, int cols, long calls);
 
 }  // namespace rnncore

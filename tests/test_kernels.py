@@ -29,6 +29,20 @@ class Cell:
         return self.name
 
     @property
+    def fn(self) -> str:
+        """The kernels' prefix: rnn, lstm or gru."""
+        return self.name.split("-")[0]
+
+    @property
+    def arg_names(self) -> list[str]:
+        states = ["h0", "c0"] if self.has_c else ["h0"]
+        return ["x", *states, "w_ih", "w_hh", "b_ih", "b_hh"]
+
+    @property
+    def upstream_names(self) -> list[str]:
+        return ["dy", "dh_n", "dc_n"] if self.has_c else ["dy", "dh_n"]
+
+    @property
     def outputs(self) -> list[str]:
         return ["y", "h_n", "c_n"] if self.has_c else ["y", "h_n"]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import rnncore  # noqa: E402
-from rnncore import reference as ref  # noqa: E402
+from test_kernels import CELLS, Cell  # noqa: E402
 
 # Examples per test; their sum is what one run checks (asserted >= 2000 at the end).
 EXAMPLES = {
@@ -78,55 +77,6 @@ def dump(call) -> None:
 
 
 # --- cells ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str
-    gates: int
-    has_c: bool
-    options: dict = field(default_factory=dict)
-
-    @property
-    def fn(self) -> str:
-        return self.name.split("-")[0]
-
-    def forward(self, impl, args: dict, **kw):
-        fwd = getattr(impl, f"{self.fn}_forward")
-        states = [args["h0"], args["c0"]] if self.has_c else [args["h0"]]
-        out = fwd(args["x"], *states, args["w_ih"], args["w_hh"], args["b_ih"], args["b_hh"],
-                  **self.options, **kw)  # fmt: skip
-        return list(out[:-1]), out[-1]
-
-    def backward(self, impl, upstream: list, cache):
-        return list(getattr(impl, f"{self.fn}_backward")(*upstream, cache))
-
-    @property
-    def arg_names(self) -> list[str]:
-        states = ["h0", "c0"] if self.has_c else ["h0"]
-        return ["x", *states, "w_ih", "w_hh", "b_ih", "b_hh"]
-
-    @property
-    def upstream_names(self) -> list[str]:
-        return ["dy", "dh_n", "dc_n"] if self.has_c else ["dy", "dh_n"]
-
-    @property
-    def output_names(self) -> list[str]:
-        return ["y", "h_n", "c_n"] if self.has_c else ["y", "h_n"]
-
-    @property
-    def grad_names(self) -> list[str]:
-        states = ["dx", "dh0", "dc0"] if self.has_c else ["dx", "dh0"]
-        return [*states, "dw_ih", "dw_hh", "db_ih", "db_hh"]
-
-
-CELLS = [
-    Cell("rnn-tanh", 1, False, {"nonlinearity": "tanh"}),
-    Cell("rnn-relu", 1, False, {"nonlinearity": "relu"}),
-    Cell("lstm", 4, True),
-    Cell("gru-reset-after", 3, False, {"reset_after": True}),
-    Cell("gru-reset-before", 3, False, {"reset_after": False}),
-]
 
 
 def shapes_of(cell: Cell, T: int, B: int, D: int, H: int) -> dict[str, tuple[int, ...]]:
@@ -364,9 +314,10 @@ def kernel_calls(draw):
 
 
 def run_kernel(cell, impl, args, upstream):
+    """impl: "ours" or "reference"."""
     with np.errstate(all="ignore"):  # the reference computes with NaN and inf as they come
-        outs, cache = cell.forward(impl, args)
-        return outs, cache, cell.backward(impl, upstream, cache)
+        outs, cache = cell.forward(args, impl=impl)
+        return outs, cache, cell.backward(upstream, cache, impl=impl)
 
 
 @props("test_kernels_match_reference")
@@ -380,28 +331,28 @@ def test_kernels_match_reference(call):
     cell, dtype, (T, B, D, H), canon, given_, twice = call
     args = {k: given_.get(k) for k in cell.arg_names}
     upstream = [given_[k] for k in cell.upstream_names]
-    outs, cache, grads = run_kernel(cell, rnncore, args, upstream)
+    outs, cache, grads = run_kernel(cell, "ours", args, upstream)
     r_args = {k: canon.get(k) for k in cell.arg_names}
     r_up = [canon[k] for k in cell.upstream_names]
-    r_outs, _, r_grads = run_kernel(cell, ref, r_args, r_up)
+    r_outs, _, r_grads = run_kernel(cell, "reference", r_args, r_up)
     # the reference computes in w_ih's dtype and casts everything else to it
     x_args = dict(r_args, w_ih=r_args["w_ih"].astype(EXACT[dtype]))
-    x_outs, _, x_grads = run_kernel(cell, ref, x_args, r_up)
+    x_outs, _, x_grads = run_kernel(cell, "reference", x_args, r_up)
     tol = tolerance(dtype, T, D, H)
     floor = gradient_floor(r_up, [*r_args.values(), *r_up])
     mode = value_mode([*r_args.values(), *r_up], [*r_outs, *r_grads])
-    for name, a, b, c in zip(cell.output_names, outs, r_outs, x_outs, strict=True):
+    for name, a, b, c in zip(cell.outputs, outs, r_outs, x_outs, strict=True):
         assert_same(name, a, b, c, tol, output_floor(cell), mode)
-    for name, a, b, c in zip(cell.grad_names, grads, r_grads, x_grads, strict=True):
+    for name, a, b, c in zip(cell.grads, grads, r_grads, x_grads, strict=True):
         assert_same(name, a, b, c, tol, floor, mode)
     assert cache.dtype == dtype and cache.shape == (T, B, D, H)
     with np.errstate(all="ignore"):
-        infer, none = cell.forward(rnncore, args, training=False)
+        infer, none = cell.forward(args, training=False)
     assert none is None
-    for name, a, b in zip(cell.output_names, infer, outs, strict=True):
+    for name, a, b in zip(cell.outputs, infer, outs, strict=True):
         np.testing.assert_array_equal(a, b, err_msg=f"training=False: {name}")
     if twice:  # the cache is read-only: a second backward is identical
-        for name, a, b in zip(cell.grad_names, cell.backward(rnncore, upstream, cache), grads,
+        for name, a, b in zip(cell.grads, cell.backward(upstream, cache), grads,
                               strict=True):  # fmt: skip
             np.testing.assert_array_equal(a, b, err_msg=f"second backward: {name}")
 
@@ -475,16 +426,17 @@ def test_kernels_reject_one_defect(call):
     cell, dtype, args, target, kind, exc = call
     fn = f"{cell.fn}_forward"
     if exc is None:
-        outs, cache = cell.forward(rnncore, args)
+        outs, cache = cell.forward(args)
         r_args = {k: None if v is None else np.array(v, dtype) for k, v in args.items()}
-        r_outs, _ = cell.forward(ref, r_args)
-        x_outs, _ = cell.forward(ref, dict(r_args, w_ih=r_args["w_ih"].astype(EXACT[dtype])))
+        r_outs, _ = cell.forward(r_args, impl="reference")
+        x_args = dict(r_args, w_ih=r_args["w_ih"].astype(EXACT[dtype]))
+        x_outs, _ = cell.forward(x_args, impl="reference")
         T, _, D, H = cache.shape
-        for name, a, b, c in zip(cell.output_names, outs, r_outs, x_outs, strict=True):
+        for name, a, b, c in zip(cell.outputs, outs, r_outs, x_outs, strict=True):
             assert_same(name, a, b, c, tolerance(dtype, T, D, H))
         return
     with pytest.raises((TypeError, ValueError)) as info:
-        cell.forward(rnncore, args)
+        cell.forward(args)
     msg = str(info.value)
     assert info.type is exc, f"{kind} defect in {target}: {info.type.__name__}: {msg}"
     assert names_argument(msg, fn, target), f"{kind} defect in {target}: {msg}"
@@ -514,7 +466,7 @@ def reference_stack(cell: Cell, layer, x, states, dy, dstates, dtype):
                 "b_ih": p.get(f"bias_ih_l{k}"), "b_hh": p.get(f"bias_hh_l{k}"),
                 "h0": None if states[0] is None else states[0][k],
                 "c0": None if n == 1 or states[1] is None else states[1][k]}  # fmt: skip
-        outs, cache = cell.forward(ref, args)
+        outs, cache = cell.forward(args, impl="reference")
         inp = outs[0]
         for f, s in zip(finals, outs[1:], strict=True):
             f.append(s)
@@ -523,7 +475,7 @@ def reference_stack(cell: Cell, layer, x, states, dy, dstates, dtype):
     grad = dy
     for k in reversed(range(L)):
         up = [grad] + [None if d is None else d[k] for d in dstates]
-        dx, *rest = cell.backward(ref, up, caches[k])
+        dx, *rest = cell.backward(up, caches[k], impl="reference")
         for i in range(n):
             d0[i][k] = rest[i]
         for pname, g in zip(("weight_ih", "weight_hh", "bias_ih", "bias_hh"), rest[n:],
@@ -700,26 +652,26 @@ def test_backward_rejects_foreign_caches(call):
     fn = f"{consumer.fn}_backward"
     if source == "other dtype":
         other = DTYPES[1 - DTYPES.index(dtype)]
-        _, cache = consumer.forward(rnncore, args_for(consumer, other))
+        _, cache = consumer.forward(args_for(consumer, other))
         assert cache.dtype == other
-        assert consumer.backward(rnncore, none_up, cache)[3].dtype == other
+        assert consumer.backward(none_up, cache)[3].dtype == other
         with pytest.raises(TypeError) as info:
-            consumer.backward(rnncore, [np.zeros((T, B, H), dtype), *none_up[1:]], cache)
+            consumer.backward([np.zeros((T, B, H), dtype), *none_up[1:]], cache)
         assert names_argument(str(info.value), fn, "dy"), info.value
         assert f"must have dtype {other.name}" in str(info.value)
         return
     if source == "other cell":
-        _, cache = producer.forward(rnncore, args_for(producer, dtype))
+        _, cache = producer.forward(args_for(producer, dtype))
         if producer.fn == consumer.fn:  # same kind of cache: valid (options travel with it)
-            assert consumer.backward(rnncore, none_up, cache)[0].shape == (T, B, D)
+            assert consumer.backward(none_up, cache)[0].shape == (T, B, D)
             return
     elif source == "inference":
-        _, cache = consumer.forward(rnncore, args_for(consumer, dtype), training=False)
+        _, cache = consumer.forward(args_for(consumer, dtype), training=False)
         assert cache is None
     else:
         cache = FOREIGN[i]
     with pytest.raises(TypeError) as info:
-        consumer.backward(rnncore, none_up, cache)
+        consumer.backward(none_up, cache)
     msg = str(info.value)
     assert names_argument(msg, fn, "cache"), msg
     assert f"must be the {cls} returned by {consumer.fn}_forward" in msg, msg

@@ -12,6 +12,7 @@ import pytest
 
 import rnncore
 from conftest import num_threads
+from test_kernels import CELLS as KERNEL_CELLS
 
 CELLS = {
     "rnn": (rnncore.rnn_forward, rnncore.rnn_backward, 1, False),
@@ -151,18 +152,9 @@ def test_the_gil_is_released_while_a_kernel_runs():
     )
 
 
-SPLIT_CASES = [
-    ("rnn", {"nonlinearity": "tanh"}),
-    ("rnn", {"nonlinearity": "relu"}),
-    ("lstm", {}),
-    ("gru", {"reset_after": True}),
-    ("gru", {"reset_after": False}),
-]
-
-
-@pytest.mark.parametrize(("cell", "kw"), SPLIT_CASES, ids=lambda c: str(c))
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=str)
 @pytest.mark.parametrize("B", [1, 5, 16, 23, 50])
-def test_recurrence_is_bitwise_independent_of_thread_count(cell, kw, B):
+def test_recurrence_is_bitwise_independent_of_thread_count(cell, B):
     """Threads split each step's recurrent product and pointwise update by hidden units, and
     each element of the product is one float32 dot product over k in order, whatever the
     split (common/packed_gemm.h). So with token ids (the input side is a gather, not a GEMM
@@ -174,28 +166,30 @@ def test_recurrence_is_bitwise_independent_of_thread_count(cell, kw, B):
     B = 16; B = 1 stays on one thread."""
     if rnncore.blas_info()["recurrent_kernel"] == "blas":
         pytest.skip("float32 products go to OpenBLAS, whose rounding depends on the call's shape")
-    fwd, bwd, G, has_c = CELLS[cell]
-    T, V, H = 9, 11, 150
+    T, V, H, G, has_c = 9, 11, 150, cell.gates, cell.has_c
     rng = np.random.default_rng(B)
     k = 1 / np.sqrt(H)
-    ids = rng.integers(0, V, (T, B))
-    args = [ids, rng.standard_normal((B, H)).astype(np.float32)]
+    args = {"x": rng.integers(0, V, (T, B)), "h0": rng.standard_normal((B, H)).astype(np.float32)}
     if has_c:
-        args.append(rng.standard_normal((B, H)).astype(np.float32))
-    args += [
-        rng.uniform(-k, k, s).astype(np.float32) for s in ((G * H, V), (G * H, H), G * H, G * H)
-    ]
+        args["c0"] = rng.standard_normal((B, H)).astype(np.float32)
+    for name, shape in (
+        ("w_ih", (G * H, V)),
+        ("w_hh", (G * H, H)),
+        ("b_ih", G * H),
+        ("b_hh", G * H),
+    ):
+        args[name] = rng.uniform(-k, k, shape).astype(np.float32)
     upstream = [
         rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), *[(B, H)] * (1 + has_c))
     ]
     results = []
     for n in (1, 2, 3):
         with num_threads(n):
-            *outs, cache = fwd(*args, **kw)
-            grads = bwd(*upstream, cache)
+            outs, cache = cell.forward(args)
+            grads = cell.backward(upstream, cache)
         # Outputs and states, then dh0 (and dc0): what the time loop computes.
         results.append([*outs, *grads[1 : 2 + has_c]])
-    names = ["y", "h_n", "c_n"][: 2 + has_c] + ["dh0", "dc0"][: 1 + has_c]
+    names = [*cell.outputs, *cell.grads[1 : 2 + has_c]]
     for n, got in zip((2, 3), results[1:], strict=True):
         for name, a, b in zip(names, results[0], got, strict=True):
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, {n} threads")

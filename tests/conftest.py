@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import rnncore
+from rnncore.train import TrainConfig
 
 EPS32 = float(np.finfo(np.float32).eps)  # 1.19e-7: one ulp at 1.0
 
@@ -42,3 +43,17 @@ def rng() -> np.random.Generator:
 def torch_or_skip():
     """Import torch (CPU) or skip the test: PyTorch parity is checked only where it is installed."""
     return pytest.importorskip("torch", reason="PyTorch parity needs `pip install torch==2.13.0`")
+
+
+# --- the language model's small corpora and training config (test_train, test_sample, test_cli,
+# test_checkpoint_faults) ---------------------------------------------------------------------------
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 40  # 1800 characters, 28 distinct
+UNICODE = "Привет, мир! 日本語 🙂 αβγ — naïve café.\n" * 60
+
+
+def small_config(**kw) -> TrainConfig:
+    base = dict(hidden_size=16, num_layers=2, embedding_size=8, seq_length=10, batch_size=4,
+                val_fraction=0.1, max_steps=40, seed=3, dropout=0.1)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)

@@ -19,12 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TEXT, small_config
 from rnncore import checkpoint as ck
 from rnncore.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from rnncore.data import Corpus
 from rnncore.train import TrainConfig, Trainer, TrainingDiverged
-
-TEXT = "the quick brown fox jumps over the lazy dog. " * 40
 
 
 def tiny_checkpoint(n: int = 0) -> Checkpoint:
@@ -144,6 +143,24 @@ def test_a_damaged_trainer_checkpoint_never_loads(tmp_path):
         bad.write_bytes(data[:n])
         with pytest.raises(CheckpointError, match=rf"^{bad}: corrupt or truncated checkpoint"):
             load_checkpoint(bad)
+
+
+def test_corrupt_checkpoints_give_clear_errors(tmp_path):
+    t = Trainer(Corpus.from_text(TEXT), small_config(max_steps=2))
+    t.run()
+    path = t.save(tmp_path / "c.npz")
+    data = path.read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"trunc\.npz: corrupt or truncated"):
+        load_checkpoint(tmp_path / "trunc.npz")
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0x40
+    (tmp_path / "flip.npz").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=r"flip\.npz"):
+        load_checkpoint(tmp_path / "flip.npz")
+    (tmp_path / "foreign.npz").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"foreign\.npz: not an rnncore checkpoint"):
+        load_checkpoint(tmp_path / "foreign.npz")
 
 
 def test_a_newer_format_says_so(tmp_path):

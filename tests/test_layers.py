@@ -7,6 +7,7 @@ import pytest
 
 import rnncore
 from conftest import EPS32, rel_err, torch_or_skip
+from gradcheck import central_difference
 from rnncore import GRU, LSTM, RNN
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -170,20 +171,6 @@ def test_our_state_dict_loads_into_torch(torch, rng, cell):
 
 
 # --- gradients by central differences ------------------------------------------------------
-
-
-def central_difference(f, a, index, h=1e-6):
-    """(f(a + h e_i) - f(a - h e_i)) / 2h for each i in index, perturbing a in place."""
-    out = []
-    for i in index:
-        old = a[i]
-        a[i] = old + h
-        plus = f()
-        a[i] = old - h
-        minus = f()
-        a[i] = old
-        out.append((plus - minus) / (2 * h))
-    return np.array(out)
 
 
 @pytest.mark.parametrize("cell", CELLS)

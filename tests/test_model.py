@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 import rnncore
+from conftest import torch_or_skip
+from gradcheck import central_difference
 from rnncore.data import Corpus
 from rnncore.model import CharRNN
 from rnncore.sample import generate
@@ -22,16 +24,10 @@ def test_model_gradients_match_central_differences(rng, cell, embedding_size):
     model.zero_grad()
     model.train_step(x, y)
     grad = model.params.grad.copy()
-    data, h = model.params.data, 1e-6
+    data = model.params.data
     picks = rng.choice(np.flatnonzero(grad != 0), 40, replace=False)
-    for i in picks:
-        old = data[i]
-        data[i] = old + h
-        lp = model.loss(x, y, training=False)[0]
-        data[i] = old - h
-        lm = model.loss(x, y, training=False)[0]
-        data[i] = old
-        num = (lp - lm) / (2 * h)
+    nums = central_difference(lambda: model.loss(x, y, training=False)[0], data, picks)
+    for i, num in zip(picks, nums, strict=True):
         assert abs(num - grad[i]) <= 1e-6 * max(1.0, abs(num)), (i, num, grad[i])
 
 
@@ -45,22 +41,21 @@ def test_model_gradients_with_dropout_match_central_differences(rng):
     model.zero_grad()
     model.train_step(x, y)
     grad = model.params.grad.copy()
-    data, h = model.params.data, 1e-6
+    data = model.params.data
     gen.state = saved
     assert model.loss(x, y)[0] != model.loss(x, y, training=False)[0]  # dropout is on
-    for i in rng.choice(np.flatnonzero(grad != 0), 30, replace=False):
-        old, losses = data[i], []
-        for v in (old + h, old - h):
-            data[i] = v
-            gen.state = saved  # the same masks as the gradient's forward
-            losses.append(model.loss(x, y)[0])
-        data[i] = old
-        num = (losses[0] - losses[1]) / (2 * h)
+
+    def loss():
+        gen.state = saved  # the same masks as the gradient's forward
+        return model.loss(x, y)[0]
+
+    picks = rng.choice(np.flatnonzero(grad != 0), 30, replace=False)
+    for i, num in zip(picks, central_difference(loss, data, picks), strict=True):
         assert abs(num - grad[i]) <= 1e-6 * max(1.0, abs(num)), (i, num, grad[i])
 
 
 def test_model_state_dict_loads_into_the_equivalent_torch_program(rng):
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     model = CharRNN(11, hidden_size=8, num_layers=2, embedding_size=4, dtype=np.float64, seed=0)
     emb = torch.nn.Embedding(11, 4, dtype=torch.float64)
     lstm = torch.nn.LSTM(4, 8, 2, dtype=torch.float64)

@@ -8,12 +8,12 @@ gradients with respect to y, h_n, c_n are exactly Gy, Gh, Gc.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
 
+from gradcheck import central_difference
 from rnncore import reference as ref
 
 T, B, D, H = 3, 2, 4, 5  # D != H so that transposed weights cannot go unnoticed
@@ -139,20 +139,6 @@ def make_case(cell: Cell, seed: int, missing: tuple[str, ...] = ()) -> tuple[dic
     raise AssertionError("no suitable seed found")
 
 
-def numerical_grad(f: Callable[[], float], a: np.ndarray) -> np.ndarray:
-    """Central-difference gradient of f() with respect to a, perturbing a in place."""
-    grad = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        orig = a[idx]
-        a[idx] = orig + EPS
-        lp = f()
-        a[idx] = orig - EPS
-        lm = f()
-        a[idx] = orig
-        grad[idx] = (lp - lm) / (2 * EPS)
-    return grad
-
-
 # --------------------------------------------------------------------------------------------
 # Gradient checks
 # --------------------------------------------------------------------------------------------
@@ -179,7 +165,7 @@ def test_gradients_match_central_differences(cell: Cell, bias_mode: str) -> None
             continue
         assert grads[name].shape == inputs[name].shape, name
         assert grads[name].dtype == np.float64, name
-        num = numerical_grad(f, inputs[name])
+        num = central_difference(f, inputs[name], h=EPS)
         assert np.max(np.abs(num)) > 1e-3, f"{name}: degenerate check, gradient ~ 0"
         err = rel_err(grads[name], num)
         assert err <= TOL, f"{cell} {name}: relative error {err:.3g}"

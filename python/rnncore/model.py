@@ -35,20 +35,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from .checks import int_at_least
 from .layers import GRU, LSTM, RNN
-from .optim import ParamGroup
+from .params import ParamGroup
 
 __all__ = ["CELLS", "CharRNN"]
 
 Array = np.ndarray
 CELLS: tuple[str, ...] = ("lstm", "gru", "rnn")
-
-
-def _positive(name: str, value: Any, *, zero_ok: bool = False) -> int:
-    low = 0 if zero_ok else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"CharRNN: {name} must be an int >= {low}, got {value!r}")
-    return int(value)
 
 
 class CharRNN:
@@ -84,10 +78,10 @@ class CharRNN:
         dtype: npt.DTypeLike = np.float32,
         seed: int | None = None,
     ) -> None:
-        V = _positive("vocab_size", vocab_size)
-        H = _positive("hidden_size", hidden_size)
-        L = _positive("num_layers", num_layers)
-        E = _positive("embedding_size", embedding_size, zero_ok=True)
+        V = int_at_least("CharRNN", "vocab_size", vocab_size, 1)
+        H = int_at_least("CharRNN", "hidden_size", hidden_size, 1)
+        L = int_at_least("CharRNN", "num_layers", num_layers, 1)
+        E = int_at_least("CharRNN", "embedding_size", embedding_size, 0)
         if cell not in CELLS:
             raise ValueError(f"CharRNN: cell must be one of {', '.join(CELLS)}, got {cell!r}")
         cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[cell]
@@ -107,7 +101,7 @@ class CharRNN:
             "dtype": self.dtype.name,
         }
         # The stack's generator also draws the other initial weights: one seed, one model.
-        rng = self.rnn._rng
+        rng = self.rnn.generator
         init: dict[str, Array] = {}
         if E:
             init["embedding.weight"] = rng.standard_normal((V, E))  # nn.Embedding: N(0, 1)
@@ -116,7 +110,7 @@ class CharRNN:
         init["decoder.weight"] = rng.uniform(-k, k, (V, H))
         init["decoder.bias"] = rng.uniform(-k, k, V)
         self.params = ParamGroup(init, dtype=self.dtype)
-        self.rnn._use_buffers(*self.params.views("rnn."))
+        self.rnn.use_buffers(*self.params.views("rnn."))
         # (x, dh, dw, db, mask) of the last training loss(): what backward() needs.
         self._tape: tuple[Array, Array, Array, Array, Array | None] | None = None
 
@@ -185,14 +179,15 @@ class CharRNN:
         x = self._ids("x", x)
         y = self._ids("y", y, x.shape)
         T, B = x.shape
-        ids = x.astype(np.int32, copy=False)
-        out, final = self.rnn._run(ids, state, training=training, w_ih0=self._input_weight())
+        out, final = self.rnn.forward(
+            x, state, training=training, input_weight=self._input_weight()
+        )
         mask = None
         p_drop = self.rnn.dropout
         if training and p_drop > 0:
             # char-rnn's dropout on the top layer's output too (the stack, as PyTorch's, drops
             # only between layers): inverted, from the stack's generator, kept for backward.
-            keep = self.rnn._rng.random(out.shape, dtype=np.float32) >= p_drop  # (T, B, H)
+            keep = self.rnn.generator.random(out.shape, dtype=np.float32) >= p_drop  # (T, B, H)
             mask = keep * self.dtype.type(1 / (1 - p_drop))
             out = out * mask
         h = out.reshape(T * B, self.hidden_size)  # (T*B, H)
@@ -222,7 +217,7 @@ class CharRNN:
         self.rnn.backward(dh.reshape(T, B, self.hidden_size))  # no dx: the input is token ids
         if self.embedding_size:
             # The gradient of weight_ih_l0 embeddingᵀ (G*H, V), split between its two factors.
-            dw0, self.rnn._dw_ih0 = self.rnn._dw_ih0, None
+            dw0 = self.rnn.input_weight_grad
             p = self.params.params
             g["rnn.weight_ih_l0"] += _core._matmul(dw0, p["embedding.weight"])
             g["embedding.weight"] += _core._matmul(dw0, p["rnn.weight_ih_l0"], trans_a=True)

@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
+
+from .checks import flag, number
+from .params import ParamGroup, check_keys
+from .schedule import LRSchedule
 
 __all__ = [
     "OPTIMIZERS",
@@ -57,157 +60,13 @@ __all__ = [
 ]
 
 Array = np.ndarray
-_ALIGN_BYTES = 64  # a cache line, and an AVX-512 vector: every view starts on one
-
-
-def _number(where: str, name: str, value: Any, *, low: float, low_ok: bool = True) -> float:
-    """A finite real number >= low (> low when not low_ok), or an error naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{where}: {name} must be a number, got {type(value).__name__}")
-    v = float(value)
-    if not math.isfinite(v) or v < low or (v == low and not low_ok):
-        op = ">=" if low_ok else ">"
-        raise ValueError(f"{where}: {name} must be a finite number {op} {low:g}, got {value!r}")
-    return v
 
 
 def _beta(where: str, name: str, value: Any) -> float:
-    v = _number(where, name, value, low=0.0)
+    v = number(where, name, value, low=0.0)
     if v >= 1:
         raise ValueError(f"{where}: {name} must be in [0, 1), got {value!r}")
     return v
-
-
-class ParamGroup:
-    """Named parameter arrays packed into one contiguous flat buffer, with their gradients.
-
-    The values are copied in; afterwards ``params[name]`` and ``grads[name]`` are views into
-    ``data`` and ``grad``. The owner of the original arrays (a model, a layer) must compute
-    with the views from then on: rebind its arrays to ``params`` and accumulate its gradients
-    into ``grads`` (in place: ``g += ...``, never ``g = ...``). Every update that works on the
-    flat buffers (optimizers, clipping, zero_grad) then reaches every parameter at once.
-
-    Args:
-        params: name -> array; all float32 or all float64 (one dtype for the group).
-        dtype: the group's dtype; None to take the params' (which must then agree).
-
-    Attributes:
-        data: (P,) all parameters (padding between them is zero and stays zero).
-        grad: (P,) all gradients, same layout.
-        params: name -> view of data, the shape of the original array (C-contiguous).
-        grads: name -> view of grad, same shapes.
-        names, shapes, offsets: the layout, in insertion order (offsets in elements).
-        size: number of parameter elements (without padding).
-
-    Raises:
-        TypeError: mixed or non-floating dtypes; ValueError: no parameters.
-    """
-
-    def __init__(
-        self, params: Mapping[str, npt.ArrayLike], *, dtype: npt.DTypeLike | None = None
-    ) -> None:
-        if not isinstance(params, Mapping):
-            raise TypeError(
-                f"ParamGroup: params must be a dict of name -> array, got {type(params).__name__}"
-            )
-        if not params:
-            raise ValueError("ParamGroup: params must not be empty")
-        arrays = {str(k): np.asarray(v) for k, v in params.items()}
-        if dtype is None:
-            dtypes = sorted({str(a.dtype) for a in arrays.values()})
-            if len(dtypes) != 1:
-                raise TypeError(
-                    f"ParamGroup: all params must have one dtype (or pass dtype=), got {dtypes}"
-                )
-            dtype = dtypes[0]
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"ParamGroup: dtype must be float32 or float64, got {self.dtype}")
-        align = _ALIGN_BYTES // self.dtype.itemsize
-        self.names: tuple[str, ...] = tuple(arrays)
-        self.shapes: tuple[tuple[int, ...], ...] = tuple(a.shape for a in arrays.values())
-        offsets, total = [], 0
-        for a in arrays.values():
-            offsets.append(total)
-            total += -(-a.size // align) * align
-        self.offsets: tuple[int, ...] = tuple(offsets)
-        self.size = int(sum(a.size for a in arrays.values()))
-        self.data = self._aligned_zeros(total)  # (P,)
-        self.grad = self._aligned_zeros(total)  # (P,)
-        self.params: dict[str, Array] = {}
-        self.grads: dict[str, Array] = {}
-        for name, off, a in zip(self.names, self.offsets, arrays.values(), strict=True):
-            self.params[name] = self.data[off : off + a.size].reshape(a.shape)
-            self.grads[name] = self.grad[off : off + a.size].reshape(a.shape)
-            self.params[name][...] = a
-
-    def _aligned_zeros(self, n: int) -> Array:
-        """(n,) zeros of the group's dtype starting on a 64-byte boundary."""
-        extra = _ALIGN_BYTES // self.dtype.itemsize
-        raw = np.zeros(n + extra, self.dtype)
-        skip = (-raw.ctypes.data % _ALIGN_BYTES) // self.dtype.itemsize
-        return raw[skip : skip + n]
-
-    def zero_grad(self) -> None:
-        """Set every gradient to zero (one fill of the flat buffer; the views stay valid)."""
-        self.grad.fill(0)
-
-    def views(self, prefix: str) -> tuple[dict[str, Array], dict[str, Array]]:
-        """The parameter and gradient views whose names start with `prefix`, prefix removed.
-
-        E.g. with names "rnn.weight_ih_l0", ... ``views("rnn.")`` gives the dicts a layer
-        keyed by "weight_ih_l0", ... can adopt.
-        """
-        n = len(prefix)
-        keys = [k for k in self.names if k.startswith(prefix)]
-        return {k[n:]: self.params[k] for k in keys}, {k[n:]: self.grads[k] for k in keys}
-
-    def state_dict(self) -> dict[str, Array]:
-        """Copies of the parameters by name, (shape of each)."""
-        return {name: p.copy() for name, p in self.params.items()}
-
-    def load_state_dict(self, state_dict: Mapping[str, npt.ArrayLike]) -> None:
-        """Copy values into the parameters in place (the views stay valid).
-
-        Every name must be present with its exact shape; floating values of the other
-        precision are rounded. Nothing is changed unless the whole dict is valid.
-
-        Raises:
-            ValueError: missing or unexpected names (all listed), or a wrong shape.
-            TypeError: a value is not a floating-point array.
-        """
-        check_keys("ParamGroup.load_state_dict", self.names, state_dict)
-        new = {}
-        for name, p in self.params.items():
-            v = np.asarray(state_dict[name])
-            if not np.issubdtype(v.dtype, np.floating):
-                raise TypeError(
-                    f"ParamGroup.load_state_dict: {name!r} must be a floating-point array, "
-                    f"got dtype {v.dtype}"
-                )
-            if v.shape != p.shape:
-                raise ValueError(
-                    f"ParamGroup.load_state_dict: {name!r} must have shape {p.shape}, got {v.shape}"
-                )
-            new[name] = v
-        for name, v in new.items():
-            self.params[name][...] = v
-
-    def __repr__(self) -> str:
-        return f"ParamGroup({len(self.names)} arrays, {self.size} parameters, {self.dtype})"
-
-
-def check_keys(where: str, expected: tuple[str, ...], given: Mapping[str, Any]) -> None:
-    """Raise ValueError listing the missing and unexpected keys of `given`, if any."""
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing key(s) {', '.join(map(repr, missing))}")
-        if unexpected:
-            parts.append(f"unexpected key(s) {', '.join(map(repr, unexpected))}")
-        raise ValueError(f"{where}: {'; '.join(parts)} (expected {list(expected)})")
 
 
 def _flat_grad(where: str, grad: ParamGroup | Array) -> Array:
@@ -253,7 +112,7 @@ def clip_grad_norm(grad: ParamGroup | Array, max_norm: float) -> float:
     Returns:
         the norm before clipping.
     """
-    max_norm = _number("clip_grad_norm", "max_norm", max_norm, low=0.0, low_ok=False)
+    max_norm = number("clip_grad_norm", "max_norm", max_norm, low=0.0, low_ok=False)
     g = _flat_grad("clip_grad_norm", grad)
     norm = grad_norm(g)
     if math.isfinite(norm) and norm + 1e-6 > max_norm:
@@ -264,7 +123,7 @@ def clip_grad_norm(grad: ParamGroup | Array, max_norm: float) -> float:
 def clip_grad_value(grad: ParamGroup | Array, clip: float) -> None:
     """Clamp every gradient element to [-clip, clip] in place (char-rnn's and torch-rnn's
     ``grad_clip``). NaN stays NaN."""
-    clip = _number("clip_grad_value", "clip", clip, low=0.0, low_ok=False)
+    clip = number("clip_grad_value", "clip", clip, low=0.0, low_ok=False)
     g = _flat_grad("clip_grad_value", grad)
     np.clip(g, -clip, clip, out=g)
 
@@ -306,7 +165,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _number(type(self).__name__, "lr", value, low=0.0)
+        self._lr = number(type(self).__name__, "lr", value, low=0.0)
 
     def _add_state(self, name: str, fill: float = 0.0) -> Array:
         buf = np.full_like(self.group.data, fill)  # (P,)
@@ -413,11 +272,10 @@ class SGD(Optimizer):
         super().__init__(group, lr)
         self.momentum = _beta("SGD", "momentum", momentum)
         self.dampening = _beta("SGD", "dampening", dampening)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"SGD: nesterov must be a bool, got {type(nesterov).__name__}")
+        nesterov = flag("SGD", "nesterov", nesterov)
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov needs momentum > 0 and dampening = 0")
-        self.nesterov = bool(nesterov)
+        self.nesterov = nesterov
         if self.momentum:
             self._add_state("momentum_buffer")
 
@@ -469,8 +327,8 @@ class Adagrad(Optimizer):
         initial_accumulator_value: float = 0.0,
     ) -> None:
         super().__init__(group, lr)
-        self.eps = _number("Adagrad", "eps", eps, low=0.0, low_ok=False)
-        init = _number("Adagrad", "initial_accumulator_value", initial_accumulator_value, low=0)
+        self.eps = number("Adagrad", "eps", eps, low=0.0, low_ok=False)
+        init = number("Adagrad", "initial_accumulator_value", initial_accumulator_value, low=0)
         self._add_state("sum", init)
 
     def _update(self, p: Array, g: Array, tmp: Array) -> None:
@@ -514,7 +372,7 @@ class RMSprop(Optimizer):
     ) -> None:
         super().__init__(group, lr)
         self.alpha = _beta("RMSprop", "alpha", alpha)
-        self.eps = _number("RMSprop", "eps", eps, low=0.0, low_ok=False)
+        self.eps = number("RMSprop", "eps", eps, low=0.0, low_ok=False)
         self.momentum = _beta("RMSprop", "momentum", momentum)
         self._add_state("square_avg")
         if self.momentum:
@@ -567,7 +425,7 @@ class Adam(Optimizer):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"Adam: betas must be a pair (β1, β2), got {betas!r}")
         self.betas = (_beta("Adam", "betas[0]", betas[0]), _beta("Adam", "betas[1]", betas[1]))
-        self.eps = _number("Adam", "eps", eps, low=0.0, low_ok=False)
+        self.eps = number("Adam", "eps", eps, low=0.0, low_ok=False)
         self._add_state("exp_avg")
         self._add_state("exp_avg_sq")
 
@@ -605,83 +463,3 @@ def make_optimizer(name: str, group: ParamGroup, **kwargs: Any) -> Optimizer:
     if cls is None:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     return cls(group, **kwargs)
-
-
-# --- learning-rate schedule -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LRSchedule:
-    """The learning rate as a function of the step: stateless, so resuming needs only the step.
-
-    ``schedule(step)`` is the rate for the update that follows `step` completed updates
-    (0 for the first), after an optional linear warmup:
-
-    - warmup: steps 0..warmup_steps-1 use lr · (step + 1) / warmup_steps;
-    - "none": lr;
-    - "step": lr · factor^k, k = max(0, step - after) // every: multiplied by `factor` at steps
-      after + every, after + 2·every, ... (char-rnn: 0.97 every epoch after 10 epochs;
-      torch-rnn: 0.5 every 5 epochs; convert epochs to steps with batches per epoch);
-    - "cosine": from lr down to min_lr along half a cosine between the end of the warmup and
-      total_steps, then min_lr.
-
-    Args:
-        lr: the base learning rate (> 0).
-        decay: "none", "step" or "cosine".
-        factor: the step decay's multiplier, in (0, 1].
-        every: steps between two step decays (>= 1).
-        after: steps before the step decay begins (>= 0).
-        total_steps: the cosine schedule's length (required for "cosine").
-        min_lr: the cosine schedule's final rate, in [0, lr].
-        warmup_steps: length of the linear warmup (0: none).
-    """
-
-    lr: float
-    decay: Literal["none", "step", "cosine"] = "none"
-    factor: float = 0.5
-    every: int = 1
-    after: int = 0
-    total_steps: int | None = None
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-
-    def __post_init__(self) -> None:
-        w = "LRSchedule"
-        _number(w, "lr", self.lr, low=0.0, low_ok=False)
-        if self.decay not in ("none", "step", "cosine"):
-            raise ValueError(f"{w}: decay must be 'none', 'step' or 'cosine', got {self.decay!r}")
-        f = _number(w, "factor", self.factor, low=0.0, low_ok=False)
-        if f > 1:
-            raise ValueError(f"{w}: factor must be in (0, 1], got {self.factor!r}")
-        for name, low in (("every", 1), ("after", 0), ("warmup_steps", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ValueError(f"{w}: {name} must be an int >= {low}, got {v!r}")
-        if not 0 <= _number(w, "min_lr", self.min_lr, low=0.0) <= self.lr:
-            raise ValueError(f"{w}: min_lr must be in [0, lr = {self.lr}], got {self.min_lr!r}")
-        if self.decay == "cosine":
-            t = self.total_steps
-            if (
-                isinstance(t, bool)
-                or not isinstance(t, (int, np.integer))
-                or t <= self.warmup_steps
-            ):
-                raise ValueError(
-                    f"{w}: decay='cosine' needs total_steps, an int > warmup_steps "
-                    f"({self.warmup_steps}), got {t!r}"
-                )
-
-    def __call__(self, step: int) -> float:
-        """The learning rate for the update after `step` completed updates (step >= 0)."""
-        if step < 0:
-            raise ValueError(f"LRSchedule: step must be >= 0, got {step}")
-        if step < self.warmup_steps:
-            return self.lr * (step + 1) / self.warmup_steps
-        if self.decay == "step":
-            return self.lr * self.factor ** (max(0, step - self.after) // self.every)
-        if self.decay == "cosine":
-            assert self.total_steps is not None
-            span = self.total_steps - self.warmup_steps
-            progress = min(1.0, (step - self.warmup_steps) / span)
-            return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        return self.lr

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, checks
 from .data import Vocabulary
 from .model import CharRNN
 
@@ -29,16 +29,13 @@ def _cell_kind(model: CharRNN) -> str:
     if model.cell == "lstm":
         return "lstm"
     if model.cell == "gru":
-        return "gru" if model.rnn._options.get("reset_after", True) else "gru_reset_before"
-    return f"rnn_{model.rnn._options.get('nonlinearity', 'tanh')}"
+        return "gru" if model.rnn.options.get("reset_after", True) else "gru_reset_before"
+    return f"rnn_{model.rnn.options.get('nonlinearity', 'tanh')}"
 
 
 def _rng_state(seed: int | None) -> np.ndarray:
     """A xoshiro256** state (4 uint64) from a seed (None: fresh entropy)."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"sample: seed must be an int or None, got {type(seed).__name__}")
-    if seed is not None and seed < 0:
-        raise ValueError(f"sample: seed must be >= 0, got {seed}")
+    seed = checks.seed("sample", "seed", seed)
     return np.random.SeedSequence(seed).generate_state(4, np.uint64)
 
 
@@ -80,10 +77,8 @@ def sample_stream(
             f"sample: the vocabulary has {len(vocab)} tokens but the model predicts "
             f"{model.vocab_size}: use the vocabulary saved with the model"
         )
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 0:
-        raise ValueError(f"sample: length must be an int >= 0, got {length!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"sample: chunk_size must be an int >= 1, got {chunk_size!r}")
+    length = checks.int_at_least("sample", "length", length, 0)
+    chunk_size = checks.int_at_least("sample", "chunk_size", chunk_size, 1)
     try:
         temperature = float(temperature)
     except (TypeError, ValueError):
@@ -91,7 +86,7 @@ def sample_stream(
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"sample: temperature must be a finite number > 0, got {temperature}")
     k = 0 if top_k is None else top_k
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+    if not checks.is_int(k) or k < 0:
         raise ValueError(f"sample: top_k must be an int >= 1 or None, got {top_k!r}")
     rng_state = _rng_state(seed)
     if prime is None or len(prime) == 0:
@@ -109,7 +104,7 @@ def sample_stream(
         yield shown
 
     p = model.params.params
-    layers = [tuple(model.rnn._weights(k)) for k in range(model.num_layers)]
+    layers = [model.rnn.layer_weights(k) for k in range(model.num_layers)]
     emb = p.get("embedding.weight")
     h = np.zeros((model.num_layers, model.hidden_size), model.dtype)
     c = np.zeros_like(h) if model.cell == "lstm" else None

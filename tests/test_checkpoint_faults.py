@@ -1,6 +1,9 @@
-"""Checkpoints under faults: damaged files (every truncation point, bit flips across the whole
-file), a process SIGKILLed while it saves, newer and older formats, and NaN never reaching a
-checkpoint or the optimizer."""
+"""rnncore.checkpoint under faults: damaged files (every truncation point, bit flips across the
+whole file, a trainer's checkpoint truncated, flipped or foreign), a process SIGKILLed while it
+saves, newer and older formats, and NaN never reaching a checkpoint or the optimizer.
+
+(The name says what sets this file apart; it is the test file of rnncore.checkpoint, and
+docs/reliability.md cites it by this name.)"""
 
 from __future__ import annotations
 

@@ -313,7 +313,7 @@ def test_batch_layout_and_state_carry():
     batches = [next(it) for _ in range(K)]
     for i, batch in enumerate(batches):
         assert isinstance(batch, Batch) and (batch.epoch, batch.index) == (0, i)
-        assert batch.x.shape == batch.y.shape == (T, B) and batch.x.dtype == np.intp
+        assert batch.x.shape == batch.y.shape == (T, B) and batch.x.dtype == np.int32
         assert batch.x.flags.c_contiguous and batch.y.flags.c_contiguous
         t, b = np.meshgrid(np.arange(T), np.arange(B), indexing="ij")
         assert np.array_equal(batch.x, b * S + i * T + t)  # x[t, b] = ids[b*S + i*T + t]

@@ -1,0 +1,1 @@
+"""The NumPy reference cells, one file per cell; import them from rnncore.reference."""

@@ -1,0 +1,178 @@
+"""NumPy reference of the GRU (both reset placements) over a whole sequence.
+
+The shape legend and the conventions are in rnncore.reference, which exports these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .common import Array, compute_dtype, copy_as, or_zeros, sigmoid
+
+__all__ = ["GRUCache", "gru_backward", "gru_forward"]
+
+
+# --------------------------------------------------------------------------------------------
+# GRU, gate order r, z, n (rows [0:H], [H:2H], [2H:3H] of w_ih, w_hh, biases)
+#   r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+#   z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+#   reset_after=True (PyTorch):       n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+#   reset_after=False (Cho et al.):   n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
+#   h' = (1 - z) * n + z * h
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GRUCache:
+    """What gru_backward needs from gru_forward. Read-only."""
+
+    x: Array  # (T, B, D)
+    hs: Array  # (T+1, B, H)  hs[0] = h0, hs[t+1] = y[t]
+    r: Array  # (T, B, H) reset gate
+    z: Array  # (T, B, H) update gate
+    n: Array  # (T, B, H) candidate state
+    gh_n: Array  # (T, B, H) hidden-side term of n: W_hn h + b_hn, or W_hn (r*h) + b_hn
+    w_ih: Array  # (3H, D)
+    w_hh: Array  # (3H, H)
+    has_b_ih: bool
+    has_b_hh: bool
+    reset_after: bool
+
+
+def gru_forward(
+    x: Array,
+    h0: Array | None,
+    w_ih: Array,
+    w_hh: Array,
+    b_ih: Array | None = None,
+    b_hh: Array | None = None,
+    *,
+    reset_after: bool = True,
+    training: bool = True,
+) -> tuple[Array, Array, GRUCache | None]:
+    """GRU over a whole sequence (gate order r, z, n).
+
+    reset_after=True is torch.nn.GRU (reset gate applied after the hidden matmul);
+    reset_after=False is the original GRU of Cho et al. (reset gate applied to h before it).
+
+    Args:
+        x: (T, B, D) inputs.
+        h0: (B, H) initial hidden state, or None for zeros.
+        w_ih: (3H, D) input-to-hidden weights.
+        w_hh: (3H, H) hidden-to-hidden weights.
+        b_ih, b_hh: (3H,) biases, or None.
+        reset_after: where the reset gate is applied, see above.
+        training: if False, no cache is kept and None is returned in its place.
+
+    Returns:
+        y: (T, B, H) hidden state of every step.
+        h_n: (B, H) final hidden state.
+        cache: GRUCache for gru_backward, or None when training is False.
+    """
+    dtype = compute_dtype(w_ih)
+    x = copy_as(x, dtype)  # (T, B, D)
+    w_ih = copy_as(w_ih, dtype)  # (3H, D)
+    w_hh = copy_as(w_hh, dtype)  # (3H, H)
+    T, B, _ = x.shape
+    H = w_hh.shape[1]
+    bias_ih = or_zeros(b_ih, (3 * H,), dtype)  # (3H,)
+    bias_hh = or_zeros(b_hh, (3 * H,), dtype)  # (3H,)
+    w_hrz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+    b_hrz, b_hn = bias_hh[: 2 * H], bias_hh[2 * H :]  # (2H,), (H,)
+
+    hs = np.empty((T + 1, B, H), dtype)  # (T+1, B, H)
+    hs[0] = or_zeros(h0, (B, H), dtype)
+    r = np.empty((T, B, H), dtype)  # (T, B, H)
+    z = np.empty((T, B, H), dtype)  # (T, B, H)
+    n = np.empty((T, B, H), dtype)  # (T, B, H)
+    gh_n = np.empty((T, B, H), dtype)  # (T, B, H)
+    for t in range(T):
+        h = hs[t]  # (B, H)
+        gi = x[t] @ w_ih.T + bias_ih  # (B, 3H) input-side pre-activations of r, z, n
+        gh_rz = h @ w_hrz.T + b_hrz  # (B, 2H) hidden-side pre-activations of r, z
+        r[t] = sigmoid(gi[:, 0:H] + gh_rz[:, 0:H])  # (B, H)
+        z[t] = sigmoid(gi[:, H : 2 * H] + gh_rz[:, H : 2 * H])  # (B, H)
+        if reset_after:
+            gh_n[t] = h @ w_hn.T + b_hn  # (B, H)
+            n[t] = np.tanh(gi[:, 2 * H :] + r[t] * gh_n[t])  # (B, H)
+        else:
+            gh_n[t] = (r[t] * h) @ w_hn.T + b_hn  # (B, H)
+            n[t] = np.tanh(gi[:, 2 * H :] + gh_n[t])  # (B, H)
+        hs[t + 1] = (1 - z[t]) * n[t] + z[t] * h  # (B, H)
+
+    y = hs[1:].copy()  # (T, B, H)
+    h_n = hs[T].copy()  # (B, H)
+    cache = None
+    if training:
+        cache = GRUCache(
+            x, hs, r, z, n, gh_n, w_ih, w_hh, b_ih is not None, b_hh is not None, reset_after
+        )
+    return y, h_n, cache
+
+
+def gru_backward(
+    dy: Array | None, dh_n: Array | None, cache: GRUCache
+) -> tuple[Array, Array, Array, Array, Array | None, Array | None]:
+    """Backward pass of gru_forward (backpropagation through time).
+
+    Args:
+        dy: (T, B, H) dL/dy, or None for zeros.
+        dh_n: (B, H) dL/dh_n, or None for zeros.
+        cache: the cache returned by gru_forward(..., training=True); not modified.
+
+    Returns:
+        dx: (T, B, D), dh0: (B, H), dw_ih: (3H, D), dw_hh: (3H, H),
+        db_ih: (3H,) or None if b_ih was None, db_hh: (3H,) or None if b_hh was None.
+    """
+    x, hs, w_ih, w_hh = cache.x, cache.hs, cache.w_ih, cache.w_hh
+    dtype = hs.dtype
+    T, B, _ = x.shape
+    H = hs.shape[2]
+    w_hrz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+    dy = or_zeros(dy, (T, B, H), dtype)  # (T, B, H)
+    dh = or_zeros(dh_n, (B, H), dtype)  # (B, H) dL/dh flowing back from later steps
+
+    dx = np.zeros_like(x)  # (T, B, D)
+    dw_ih = np.zeros_like(w_ih)  # (3H, D)
+    dw_hh = np.zeros_like(w_hh)  # (3H, H)
+    db_i = np.zeros(3 * H, dtype)  # (3H,)
+    db_h = np.zeros(3 * H, dtype)  # (3H,)
+    for t in reversed(range(T)):
+        r, z, n, gh_n = cache.r[t], cache.z[t], cache.n[t], cache.gh_n[t]
+        h = hs[t]  # (B, H) state entering the step
+        dh = dh + dy[t]  # (B, H) total dL/dh'
+        # h' = (1 - z) * n + z * h
+        dn = dh * (1 - z)  # (B, H)
+        dz = dh * (h - n)  # (B, H)
+        dh_prev = dh * z  # (B, H) direct path to h
+        da_n = dn * (1 - n * n)  # (B, H) dL/d(pre-activation of n)
+        da_z = dz * z * (1 - z)  # (B, H) dL/d(pre-activation of z)
+        if cache.reset_after:
+            # n = tanh(gi_n + r * gh_n),  gh_n = W_hn h + b_hn
+            dr = da_n * gh_n  # (B, H)
+            dgh_n = da_n * r  # (B, H) dL/d(gh_n)
+            dw_hh[2 * H :] += dgh_n.T @ h  # (H, H)
+            db_h[2 * H :] += dgh_n.sum(axis=0)  # (H,)
+            dh_prev += dgh_n @ w_hn  # (B, H)
+        else:
+            # n = tanh(gi_n + gh_n),  gh_n = W_hn (r * h) + b_hn
+            drh = da_n @ w_hn  # (B, H) dL/d(r * h)
+            dw_hh[2 * H :] += da_n.T @ (r * h)  # (H, H)
+            db_h[2 * H :] += da_n.sum(axis=0)  # (H,)
+            dr = drh * h  # (B, H)
+            dh_prev += drh * r  # (B, H)
+        da_r = dr * r * (1 - r)  # (B, H) dL/d(pre-activation of r)
+        da_rz = np.concatenate([da_r, da_z], axis=1)  # (B, 2H)
+        dgi = np.concatenate([da_r, da_z, da_n], axis=1)  # (B, 3H) dL/d(input-side terms)
+        dx[t] = dgi @ w_ih  # (B, D)
+        dw_ih += dgi.T @ x[t]  # (3H, D)
+        db_i += dgi.sum(axis=0)  # (3H,)
+        dw_hh[: 2 * H] += da_rz.T @ h  # (2H, H)
+        db_h[: 2 * H] += da_rz.sum(axis=0)  # (2H,)
+        dh = dh_prev + da_rz @ w_hrz  # (B, H) dL/dh entering the step
+
+    db_ih = db_i if cache.has_b_ih else None
+    db_hh = db_h if cache.has_b_hh else None
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh

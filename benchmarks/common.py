@@ -94,7 +94,7 @@ CONFIGS: dict[str, Config] = {
         Config("charrnn", 50, 50, 64, 128),  # char-rnn defaults
         Config("medium", 100, 64, 256, 512),
         Config("large", 64, 128, 1024, 1024),
-        # 2-layer stacks, through rnncore.RNN/LSTM/GRU (layer classes) once those exist
+        # 2-layer stacks, through the layer classes rnncore.RNN/LSTM/GRU
         Config("charrnn-L2", 50, 50, 64, 128, 2),
         Config("medium-L2", 100, 64, 256, 512, 2),
     )
@@ -249,8 +249,9 @@ def torch_installed() -> bool:
 def unavailable(impl: str, cell: Cell, cfg: Config) -> str | None:
     """Why impl cannot run (cell, cfg), or None if it can.
 
-    rnncore's single-cell functions and layer classes arrive one at a time: whatever exists is
-    benchmarked, so new kernels are picked up without touching this file.
+    Every cell of this tree has its kernels and its layer class; the check keeps an older
+    installed build (or a new cell added to CELLS before its kernels) from failing the suite:
+    what the imported rnncore lacks is skipped with its name.
     """
     if impl == "rnncore":
         # Stacks need the layer class and the cell's kernels too: a layer class may fall back to
@@ -258,7 +259,7 @@ def unavailable(impl: str, cell: Cell, cfg: Config) -> str | None:
         names = [cell.name.upper()] if cfg.is_stack else []
         names += [f"{cell.name}_forward", f"{cell.name}_backward"]
         missing = [f"rnncore.{name}" for name in names if not hasattr(rnncore, name)]
-        return f"{', '.join(missing)} not available yet" if missing else None
+        return f"{', '.join(missing)} not in this rnncore build" if missing else None
     if impl == "torch":
         return None if torch_installed() else "torch is not installed"
     if impl == "reference":

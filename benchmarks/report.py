@@ -15,7 +15,7 @@ shows the median of the rounds. The number of rounds is
 but never fewer than 3. Timings on small shared machines vary by ±30% between processes:
 compare the ratios within one table, not absolute times across runs.
 
-Cells or configs that rnncore does not implement yet are skipped (and listed under the table);
+Cells or configs that the imported rnncore build lacks are skipped (and listed under the table);
 torch's columns are empty when torch is not installed.
 """
 

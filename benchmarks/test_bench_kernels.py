@@ -6,9 +6,10 @@
 
 Benchmarks of one cell, config and pass form one pytest-benchmark group, so rnncore, the NumPy
 reference and torch come out side by side. All run at RNNCORE_BENCH_THREADS threads (default:
-every available CPU). Unavailable combinations are skipped with the reason: rnncore kernels
-or layer classes that do not exist yet (the whole cell then, as there is nothing to compare),
-torch when it is not installed, and the large config under --benchmark-disable (conftest.py).
+every available CPU). Unavailable combinations are skipped with the reason: a cell whose
+kernels or layer class the imported rnncore lacks (an older build; the whole cell then, as
+there is nothing to compare), torch when it is not installed, and the large config under
+--benchmark-disable (conftest.py).
 For one table with ratios and several thread counts, use report.py.
 """
 

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -26,8 +23,9 @@ from .checkpoint import load_checkpoint
 from .data import ENCODINGS, DataError, load_corpus
 from .model import CELLS
 from .optim import OPTIMIZERS
+from .reporting import ConsoleReporter
 from .sample import sample_stream
-from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged, model_from_checkpoint
+from .train import TrainConfig, Trainer, model_from_checkpoint
 
 __all__ = ["main"]
 
@@ -196,79 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --- progress -----------------------------------------------------------------------------------
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = round(seconds)
-    h, rest = divmod(seconds, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-class Progress:
-    """A one-line progress bar on a terminal, plain log lines otherwise."""
-
-    def __init__(self, out: IO[str], total: int | None, tty: bool) -> None:
-        self.out, self.total, self.tty = out, total, tty
-        self._shown = False
-
-    def update(self, info: StepInfo, train_loss: float, val_loss: float | None, eta: float) -> None:
-        val = f"{val_loss:.4f}" if val_loss is not None else "-"
-        text = (
-            f"step {info.step}{f'/{self.total}' if self.total else ''}  epoch {info.epoch:.2f}  "
-            f"loss {train_loss:.4f}  val {val}  {info.chars_per_sec:,.0f} chars/s  "
-            f"ETA {_duration(eta)}"
-        )
-        if self.tty:
-            frac = info.step / self.total if self.total else 0.0
-            width = 24
-            filled = round(width * min(1.0, frac))
-            bar = "#" * filled + "-" * (width - filled)
-            self.out.write(f"\r[{bar}] {text}\x1b[K")
-            self._shown = True
-        else:
-            self.out.write(text + "\n")
-        self.out.flush()
-
-    def message(self, text: str) -> None:
-        if self._shown:
-            self.out.write("\r\x1b[K")
-            self._shown = False
-        self.out.write(text.rstrip("\n") + "\n")
-        self.out.flush()
-
-    def close(self) -> None:
-        if self._shown:
-            self.out.write("\n")
-            self._shown = False
-        self.out.flush()
-
-
-def _write_plot(path: str, train: list[tuple[int, float]], val: list[tuple[int, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train", lw=1)
-    if val:
-        ax.plot(*zip(*val, strict=True), label="validation", lw=2, marker="o", ms=3)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats per character)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
 # --- train --------------------------------------------------------------------------------------
+
+EXIT_STATUS = {"done": 0, "time_limit": 0, "diverged": 1, "interrupted": 130}
 
 
 def _train(args: argparse.Namespace, out: IO[str]) -> int:
@@ -298,140 +226,18 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
             trainer = Trainer(corpus, config)
     except (ValueError, FileNotFoundError) as e:  # DataError and CheckpointError included
         raise UsageError(str(e)) from None
-
-    c, model = trainer.config, trainer.model
-    total = c.max_steps
-    if total is None and c.max_epochs:
-        total = math.ceil(c.max_epochs * trainer.train.batches_per_epoch)
-    tty = out.isatty() and not args.no_progress
-    progress = Progress(out, total, tty)
-    until = [f"step {c.max_steps}"] if c.max_steps else []
-    until += [f"epoch {c.max_epochs:g}"] if c.max_epochs else []
-    until += [f"{args.time_limit:g} minutes"] if args.time_limit else []
-    progress.message(
-        f"{corpus!r}\n{model!r}\n"
-        f"{trainer.train.batches_per_epoch} batches of {c.batch_size}x{c.seq_length} per epoch; "
-        f"{c.optimizer} lr {c.lr:g}; training to "
-        + " or ".join(until)
-        + (f" (resumed at step {trainer.step})" if args.resume else "")
+    reporter = ConsoleReporter(out, tty=out.isatty() and not args.no_progress, plot=args.plot)
+    result = trainer.fit(
+        reporter,
+        checkpoint=args.checkpoint,
+        eval_every=args.eval_every,
+        sample_every=args.sample_every,
+        sample_length=args.sample_length,
+        log_every=args.log_every,
+        time_limit=args.time_limit,
+        metrics=args.metrics,
     )
-    metrics_file = open(args.metrics, "a", encoding="utf-8") if args.metrics else None
-    train_points: list[tuple[int, float]] = []
-    val_points = [(int(h["step"]), float(h["val_loss"])) for h in trainer.history]
-    window: list[float] = []
-    last_val: float | None = val_points[-1][1] if val_points else None
-    start_step, start_time = trainer.step, time.perf_counter()
-
-    def record(info: StepInfo, train_loss: float | None, val_loss: float | None) -> None:
-        if metrics_file is None:
-            return
-        row: dict[str, Any] = {
-            "step": info.step,
-            "epoch": round(info.epoch, 6),
-            "train_loss": train_loss,
-            "lr": info.lr,
-            "chars_per_sec": round(info.chars_per_sec, 1),
-            "elapsed_s": round(time.perf_counter() - start_time, 3),
-        }
-        if val_loss is not None:
-            row["val_loss"] = val_loss
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-
-    def evaluate_and_save(info: StepInfo) -> None:
-        nonlocal last_val
-        last_val = trainer.evaluate()
-        if math.isfinite(last_val):
-            val_points.append((trainer.step, last_val))
-        trainer.save(args.checkpoint)
-        record(info, None, last_val if math.isfinite(last_val) else None)
-        progress.message(
-            f"step {trainer.step}: val loss {last_val:.4f} (best {trainer.best_val_loss:.4f}); "
-            f"saved {args.checkpoint}"
-        )
-        if args.plot:
-            _write_plot(args.plot, train_points, val_points)
-
-    def callback(t: Trainer, info: StepInfo) -> bool | None:
-        if info.skipped:
-            progress.message(f"step {info.step + 1}: non-finite gradients, step skipped")
-            return None
-        window.append(info.loss)
-        s = info.step
-        if s % args.log_every == 0 or t.done():
-            mean = sum(window) / len(window)
-            window.clear()
-            train_points.append((s, mean))
-            rate = (s - start_step) / max(1e-9, time.perf_counter() - start_time)
-            eta = (total - s) / rate if total and rate > 0 else math.nan
-            if args.time_limit:  # whichever ends first
-                left = 60 * args.time_limit - (time.perf_counter() - start_time)
-                eta = left if math.isnan(eta) else min(eta, left)
-            progress.update(info, mean, last_val, eta)
-            record(info, mean, None)
-        if args.sample_every and s % args.sample_every == 0:
-            text = "".join(
-                _as_text(p)
-                for p in sample_stream(
-                    t.model, t.corpus.vocab, length=args.sample_length, seed=s, temperature=1.0
-                )
-            )
-            progress.message(f"--- sample at step {s} ---\n{text}\n---")
-        out_of_time = args.time_limit is not None and (
-            time.perf_counter() - start_time >= 60 * args.time_limit
-        )
-        if (args.eval_every and s % args.eval_every == 0) or t.done() or out_of_time:
-            evaluate_and_save(info)
-        if out_of_time:
-            progress.message(f"time limit of {args.time_limit:g} minutes reached at step {s}")
-            return True
-        return None
-
-    # Ctrl-C: the step in progress completes (an update is never left half applied), then the
-    # run saves and stops. A second Ctrl-C interrupts at once (still saving the last whole step).
-    interrupted = False
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        nonlocal interrupted
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted = True
-
-    def run_callback(t: Trainer, info: StepInfo) -> bool | None:
-        return True if interrupted else callback(t, info) or interrupted
-
-    status = 0
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        trainer.run(run_callback)
-        if interrupted:
-            raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        progress.close()
-        trainer.save(args.checkpoint)
-        out.write(f"interrupted at step {trainer.step}: checkpoint saved to {args.checkpoint}\n")
-        status = 130
-    except TrainingDiverged as e:
-        progress.close()
-        out.write(f"stopped: {e}\n")
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        progress.close()
-        if metrics_file is not None:
-            metrics_file.close()
-    if status == 0:
-        elapsed = time.perf_counter() - start_time
-        out.write(
-            f"done: step {trainer.step}, epoch {trainer.epoch:.2f}, best val loss "
-            f"{trainer.best_val_loss:.4f}, {_duration(elapsed)} ({elapsed:.0f} s); "
-            f"checkpoint {args.checkpoint}\n"
-            f"sample from it: rnncore sample {args.checkpoint}\n"
-        )
-        if args.plot:
-            _write_plot(args.plot, train_points, val_points)
-            out.write(f"plot: {args.plot}\n")
-    return status
+    return EXIT_STATUS[result.status]
 
 
 def _as_text(piece: str | bytes) -> str:

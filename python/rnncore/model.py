@@ -29,7 +29,7 @@ updates all of them with a few array operations.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,9 @@ from . import _core
 from .checks import int_at_least
 from .layers import GRU, LSTM, RNN
 from .params import ParamGroup
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 __all__ = ["CELLS", "CharRNN"]
 
@@ -244,4 +247,42 @@ class CharRNN:
         return (
             f"CharRNN({inp} -> {self.rnn!r} -> Linear({self.hidden_size}, {self.vocab_size}); "
             f"{self.num_parameters} parameters)"
+        )
+
+    # --- construction from a configuration ------------------------------------------------------
+
+    @classmethod
+    def from_config(
+        cls, config: TrainConfig | Mapping[str, Any], vocab_size: int | None = None
+    ) -> CharRNN:
+        """A new model (fresh weights) as a configuration describes it.
+
+        Args:
+            config: a TrainConfig (its cell, hidden_size, num_layers, embedding_size, dropout,
+                dtype and seed), or a model's ``config`` dict as a checkpoint stores it
+                (vocab_size, cell, hidden_size, num_layers, embedding_size, dropout, dtype;
+                no seed: fresh entropy, the weights are then loaded over it).
+            vocab_size: V, needed with a TrainConfig (``len(corpus.vocab)``); a dict carries
+                its own.
+
+        Raises:
+            KeyError: a dict without vocab_size or dtype. TypeError: a dict with a key that is
+                no constructor argument, or a TrainConfig without vocab_size.
+            ValueError: a bad value (as the constructor).
+        """
+        if isinstance(config, Mapping):
+            cfg = dict(config)
+            return cls(cfg.pop("vocab_size"), dtype=np.dtype(cfg.pop("dtype")), **cfg)
+        if vocab_size is None:
+            raise TypeError("CharRNN.from_config: a TrainConfig needs vocab_size")
+        c = config
+        return cls(
+            vocab_size,
+            cell=c.cell,
+            hidden_size=c.hidden_size,
+            num_layers=c.num_layers,
+            embedding_size=c.embedding_size,
+            dropout=c.dropout,
+            dtype=np.dtype(c.dtype),
+            seed=c.seed,
         )

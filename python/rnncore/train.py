@@ -6,31 +6,41 @@ the whole validation split with a state of its own, so it never disturbs the tra
 Everything a run needs to continue exactly is in its checkpoint: N steps straight and N/2
 steps, a save, a resume and N/2 more give the same parameters (bitwise with one thread).
 
+Two levels of driving it:
+
+- ``fit()``: a whole run with the policy of ``rnncore train`` (evaluate and save every N
+  steps, samples, a time limit, a metrics file, Ctrl-C saving a checkpoint), reporting through a
+  Reporter (rnncore.reporting; the command line's prints a progress bar or log lines).
+- ``run()`` / ``train_step()`` / ``evaluate()`` / ``save()``: the pieces, for a loop of one's own.
+
 Typical use::
 
     corpus = load_corpus()                             # tiny-shakespeare
     trainer = Trainer(corpus, TrainConfig(max_steps=2000))
+    result = trainer.fit(checkpoint="run.npz", eval_every=500)   # silent; or
     trainer.run(callback=lambda t, info: print(info.step, info.loss))
-    trainer.save("run.npz")
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any
 
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checks import flag, int_at_least, number
+from .config import TrainConfig
 from .data import Corpus, make_batch_iterators
-from .model import CELLS, CharRNN
+from .model import CharRNN
 from .optim import (
-    OPTIMIZERS,
     LRSchedule,
     clip_grad_norm,
     clip_grad_value,
@@ -38,93 +48,14 @@ from .optim import (
     grads_finite,
     make_optimizer,
 )
+from .reporting import FitResult, Reporter
+from .sample import sample_stream
 
-__all__ = ["StepInfo", "TrainConfig", "Trainer", "TrainingDiverged"]
-
-Array = np.ndarray
+__all__ = ["FitResult", "StepInfo", "TrainConfig", "Trainer", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
     """Non-finite gradients (or loss) with ``nonfinite="stop"``: the step was not applied."""
-
-
-@dataclass
-class TrainConfig:
-    """Model, optimizer and schedule of a run; the defaults are char-rnn's and torch-rnn's.
-
-    Model: cell ("lstm", "gru", "rnn"), hidden_size, num_layers, embedding_size (0: one-hot),
-    dropout, dtype ("float32"/"float64"), seed (weights, dropout masks; None: fresh).
-    Data: seq_length (T), batch_size (B), val_fraction (the validation tail).
-    Optimizer: optimizer ("adam", "rmsprop", "adagrad", "sgd"), lr, grad_clip (0: none),
-    clip_mode ("value": clamp each element, as char-rnn and torch-rnn; "norm": the global L2
-    norm), lr_decay ("none", "step", "cosine"), lr_decay_factor and lr_decay_every (steps) for
-    "step", min_lr for "cosine" (over max_steps), warmup_steps.
-    Length: max_steps and/or max_epochs (None: unbounded; the first reached stops).
-    nonfinite: "skip" (drop a step whose gradients are not finite and go on; 10 in a row stop
-    the run) or "stop" (raise TrainingDiverged at the first).
-    """
-
-    cell: str = "lstm"
-    hidden_size: int = 128
-    num_layers: int = 2
-    embedding_size: int = 64
-    dropout: float = 0.0
-    dtype: str = "float32"
-    seed: int | None = 0
-    seq_length: int = 50
-    batch_size: int = 50
-    val_fraction: float = 0.05
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    grad_clip: float = 5.0
-    clip_mode: Literal["value", "norm"] = "value"
-    lr_decay: Literal["none", "step", "cosine"] = "none"
-    lr_decay_factor: float = 0.5
-    lr_decay_every: int = 1000
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    max_steps: int | None = None
-    max_epochs: float | None = None
-    nonfinite: Literal["skip", "stop"] = "skip"
-
-    def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(
-                f"TrainConfig: cell must be one of {', '.join(CELLS)}, got {self.cell!r}"
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(
-                f"TrainConfig: optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                f"got {self.optimizer!r}"
-            )
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"TrainConfig: dtype must be float32 or float64, got {self.dtype!r}")
-        if self.clip_mode not in ("value", "norm"):
-            raise ValueError(
-                f"TrainConfig: clip_mode must be 'value' or 'norm', got {self.clip_mode!r}"
-            )
-        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
-            raise ValueError(
-                f"TrainConfig: grad_clip must be a number >= 0, got {self.grad_clip!r}"
-            )
-        if self.nonfinite not in ("skip", "stop"):
-            raise ValueError(
-                f"TrainConfig: nonfinite must be 'skip' or 'stop', got {self.nonfinite!r}"
-            )
-        for name in ("max_steps", "max_epochs"):
-            v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise ValueError(f"TrainConfig: {name} must be > 0 or None, got {v!r}")
-        if self.lr_decay == "cosine" and self.max_steps is None:
-            raise ValueError("TrainConfig: lr_decay='cosine' needs max_steps (its length)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -152,7 +83,8 @@ class Trainer:
     Attributes:
         model, optimizer, schedule, train, val (batch iterators; val None without a split),
         step (optimizer steps done), state (the hidden state carried to the next batch),
-        history (dicts of step, val_loss: every evaluation), best_val_loss.
+        history (dicts of step, val_loss: every evaluation), best_val_loss, resumed_at (the
+        step a Trainer.resume() started from; None for a new run).
     """
 
     def __init__(self, corpus: Corpus, config: TrainConfig, *, model: CharRNN | None = None):
@@ -163,16 +95,7 @@ class Trainer:
         )
         V = len(corpus.vocab)
         if model is None:
-            model = CharRNN(
-                V,
-                cell=c.cell,
-                hidden_size=c.hidden_size,
-                num_layers=c.num_layers,
-                embedding_size=c.embedding_size,
-                dropout=c.dropout,
-                dtype=np.dtype(c.dtype),
-                seed=c.seed,
-            )
+            model = CharRNN.from_config(c, V)
         elif model.vocab_size != V:
             raise ValueError(
                 f"Trainer: the model predicts {model.vocab_size} tokens but the corpus has {V}"
@@ -192,6 +115,7 @@ class Trainer:
         self.state: Any = None
         self.history: list[dict[str, float]] = []
         self.best_val_loss = math.inf
+        self.resumed_at: int | None = None
         self._bad_in_a_row = 0
         self._chars = 0  # characters trained on in this run, for the rate
         self._train_time = 0.0
@@ -291,6 +215,64 @@ class Trainer:
             if callback is not None and callback(self, info):
                 break
 
+    def sample(self, length: int = 200, *, seed: int | None = None) -> str:
+        """`length` characters drawn from the model at temperature 1 (as text: a bytes
+        vocabulary is decoded as UTF-8 with replacement), from a newline, with `seed`."""
+        stream = sample_stream(
+            self.model, self.corpus.vocab, length=length, seed=seed, temperature=1.0
+        )
+        return "".join(p if isinstance(p, str) else p.decode("utf-8", "replace") for p in stream)
+
+    def fit(
+        self,
+        reporter: Reporter | None = None,
+        *,
+        checkpoint: str | Path | None = None,
+        eval_every: int = 200,
+        sample_every: int = 1000,
+        sample_length: int = 200,
+        log_every: int = 10,
+        time_limit: float | None = None,
+        metrics: str | Path | None = None,
+        handle_sigint: bool = True,
+    ) -> FitResult:
+        """Train until done(), the time limit or Ctrl-C, with the policy of ``rnncore train``.
+
+        Args:
+            reporter: receives every event (rnncore.reporting.Reporter; None: silent).
+            checkpoint: saved at every evaluation, at the end and on Ctrl-C; None: never.
+            eval_every: steps between evaluations (each followed by a save); 0: only at the
+                end (and at the time limit).
+            sample_every, sample_length: steps between samples (seeded with the step; 0:
+                never) and their length in characters.
+            log_every: steps between reported mean training losses (and metrics records).
+            time_limit: minutes after which the run evaluates, saves and stops; None: none.
+            metrics: a JSON-lines file appended with a record per log (step, epoch,
+                train_loss, lr, chars_per_sec, elapsed_s) and per evaluation (val_loss too).
+            handle_sigint: (main thread) the first Ctrl-C lets the step in progress finish,
+                then saves and stops; a second interrupts at once, still saving the last
+                whole step. Either way, a KeyboardInterrupt saves and stops.
+
+        Returns:
+            A FitResult (how the run ended, its curves). Neither Ctrl-C nor divergence is
+            raised: the Trainer stays usable and resumable.
+        """
+        where = "Trainer.fit"
+        run = _Fit(
+            self,
+            reporter if reporter is not None else Reporter(),
+            checkpoint=checkpoint,
+            eval_every=int_at_least(where, "eval_every", eval_every, 0),
+            sample_every=int_at_least(where, "sample_every", sample_every, 0),
+            sample_length=int_at_least(where, "sample_length", sample_length, 1),
+            log_every=int_at_least(where, "log_every", log_every, 1),
+            time_limit=None
+            if time_limit is None
+            else number(where, "time_limit", time_limit, low=0.0, low_ok=False),
+        )
+        handle_sigint = flag(where, "handle_sigint", handle_sigint)
+        return run.run(metrics, handle_sigint=handle_sigint)
+
     # --- checkpoints -------------------------------------------------------------------------
 
     def checkpoint(self, **metrics: Any) -> Checkpoint:
@@ -307,7 +289,7 @@ class Trainer:
             step=self.step,
             optimizer=self.optimizer.state_dict(),
             data_position=self.train.state_dict(),
-            rng={"model": self.model.rnn._rng.bit_generator.state},
+            rng={"model": self.model.rnn.generator.bit_generator.state},
             hidden=hidden,
             metrics={"best_val_loss": self.best_val_loss, "history": self.history, **metrics},
         )
@@ -354,20 +336,150 @@ class Trainer:
         if ckpt.data_position is not None:
             trainer.train.load_state_dict(ckpt.data_position)
         if ckpt.rng and "model" in ckpt.rng:
-            model.rnn._rng.bit_generator.state = ckpt.rng["model"]
+            model.rnn.generator.bit_generator.state = ckpt.rng["model"]
         trainer.state = ckpt.hidden
+        trainer.resumed_at = trainer.step
         trainer.history = list(ckpt.metrics.get("history", []))
         trainer.best_val_loss = float(ckpt.metrics.get("best_val_loss", math.inf))
         return trainer
 
 
+class _Fit:
+    """One Trainer.fit() run: its options, its state between steps and its metrics file."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        reporter: Reporter,
+        *,
+        checkpoint: str | Path | None,
+        eval_every: int,
+        sample_every: int,
+        sample_length: int,
+        log_every: int,
+        time_limit: float | None,
+    ) -> None:
+        self.trainer, self.reporter = trainer, reporter
+        self.checkpoint, self.time_limit = checkpoint, time_limit
+        self.eval_every, self.sample_every = eval_every, sample_every
+        self.sample_length, self.log_every = sample_length, log_every
+        c = trainer.config
+        self.total = c.max_steps  # the progress bar's end; None: unknown
+        if self.total is None and c.max_epochs:
+            self.total = math.ceil(c.max_epochs * trainer.train.batches_per_epoch)
+        self.result = FitResult(
+            checkpoint=checkpoint,
+            val_curve=[(int(h["step"]), float(h["val_loss"])) for h in trainer.history],
+        )
+        self.last_val: float | None = self.result.val_curve[-1][1] if trainer.history else None
+        self.window: list[float] = []  # training losses since the last log
+        self.metrics_file: IO[str] | None = None
+        self.interrupted = False
+        self.start_step, self.start_time = trainer.step, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start_time
+
+    def run(self, metrics: str | Path | None, *, handle_sigint: bool) -> FitResult:
+        t, result = self.trainer, self.result
+        self.reporter.start(t, self.total, self.time_limit)
+        self.metrics_file = open(metrics, "a", encoding="utf-8") if metrics else None
+        self.start_step, self.start_time = t.step, time.perf_counter()
+        install = handle_sigint and threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, self.on_sigint) if install else None
+        try:
+            t.run(self.callback)
+            if self.interrupted:
+                raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            result.status = "interrupted"
+            if self.checkpoint is not None:
+                t.save(self.checkpoint)
+        except TrainingDiverged as e:
+            result.status, result.error = "diverged", e
+        finally:
+            if install:
+                signal.signal(signal.SIGINT, previous)
+            self.reporter.close()
+            if self.metrics_file is not None:
+                self.metrics_file.close()
+        result.step, result.epoch, result.best_val_loss = t.step, t.epoch, t.best_val_loss
+        result.elapsed_s = self.elapsed()
+        self.reporter.end(t, result)
+        return result
+
+    def on_sigint(self, signum: int, frame: Any) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def callback(self, t: Trainer, info: StepInfo) -> bool | None:
+        if self.interrupted:  # Ctrl-C during the step: stop before reporting it
+            return True
+        return self.after_step(info) or self.interrupted
+
+    def after_step(self, info: StepInfo) -> bool:
+        """Log, sample, evaluate and save as due after a step; True: the time is up."""
+        t, reporter = self.trainer, self.reporter
+        if info.skipped:
+            reporter.skipped(info)
+            return False
+        self.window.append(info.loss)
+        s = info.step
+        if s % self.log_every == 0 or t.done():
+            mean = sum(self.window) / len(self.window)
+            self.window.clear()
+            self.result.train_curve.append((s, mean))
+            rate = (s - self.start_step) / max(1e-9, self.elapsed())
+            eta = (self.total - s) / rate if self.total and rate > 0 else math.nan
+            if self.time_limit:  # whichever ends first
+                left = 60 * self.time_limit - self.elapsed()
+                eta = left if math.isnan(eta) else min(eta, left)
+            reporter.log(info, mean, self.last_val, eta)
+            self.record(info, mean, None)
+        if self.sample_every and s % self.sample_every == 0:
+            reporter.sample(s, t.sample(self.sample_length, seed=s))
+        out_of_time = self.time_limit is not None and self.elapsed() >= 60 * self.time_limit
+        if (self.eval_every and s % self.eval_every == 0) or t.done() or out_of_time:
+            self.evaluate_and_save(info)
+        if out_of_time:
+            self.result.status = "time_limit"
+            reporter.time_limit(s, self.time_limit)
+        return out_of_time
+
+    def evaluate_and_save(self, info: StepInfo) -> None:
+        t = self.trainer
+        val = self.last_val = t.evaluate()
+        if math.isfinite(val):
+            self.result.val_curve.append((t.step, val))
+        if self.checkpoint is not None:
+            t.save(self.checkpoint)
+        self.record(info, None, val if math.isfinite(val) else None)
+        self.result.best_val_loss = t.best_val_loss
+        self.reporter.evaluated(t, val, self.result)
+
+    def record(self, info: StepInfo, train_loss: float | None, val_loss: float | None) -> None:
+        """One metrics line (when there is a metrics file)."""
+        if self.metrics_file is None:
+            return
+        row: dict[str, Any] = {
+            "step": info.step,
+            "epoch": round(info.epoch, 6),
+            "train_loss": train_loss,
+            "lr": info.lr,
+            "chars_per_sec": round(info.chars_per_sec, 1),
+            "elapsed_s": round(self.elapsed(), 3),
+        }
+        if val_loss is not None:
+            row["val_loss"] = val_loss
+        self.metrics_file.write(json.dumps(row) + "\n")
+        self.metrics_file.flush()
+
+
 def model_from_checkpoint(ckpt: Checkpoint) -> CharRNN:
     """The CharRNN a checkpoint describes, with its weights."""
-    cfg = dict(ckpt.config.get("model", {}))
     try:
-        vocab_size = cfg.pop("vocab_size")
-        dtype = np.dtype(cfg.pop("dtype"))
-        model = CharRNN(vocab_size, dtype=dtype, **cfg)
+        model = CharRNN.from_config(ckpt.config.get("model", {}))
     except (KeyError, TypeError) as e:
         raise ValueError(f"the checkpoint's model configuration is incomplete: {e}") from None
     model.load_state_dict(ckpt.weights)

@@ -258,7 +258,7 @@ double Rng::uniform() {
 }
 
 template <typename T>
-void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime, long long P,
+void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int32_t *prime, long long P,
                  long long n, const SampleOptions &opt, Rng rng, std::int32_t *out) {
   const int H = m.H, V = m.V, GH = cell_gates(m.cell) * H;
   const SampleLayer<T> &l0 = m.layers[0];
@@ -287,7 +287,7 @@ void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime,
   std::vector<double> p(V);
   std::vector<float> e(V);
   const T *top = h + static_cast<idx>(m.layers.size() - 1) * H;
-  auto feed = [&](std::int64_t token) {
+  auto feed = [&](std::int32_t token) {
     step<T>(m, ops, h, c, table.data() + static_cast<std::size_t>(token) * GH, gx.data(), gh.data(),
             tmp.data());
   };
@@ -323,10 +323,10 @@ double gemv_probe(int rows, int cols, long calls) {
   return s;
 }
 
-template void sample_loop<float>(const SampleModel<float> &, float *, float *, const std::int64_t *,
+template void sample_loop<float>(const SampleModel<float> &, float *, float *, const std::int32_t *,
                                  long long, long long, const SampleOptions &, Rng, std::int32_t *);
 template void sample_loop<double>(const SampleModel<double> &, double *, double *,
-                                  const std::int64_t *, long long, long long, const SampleOptions &,
+                                  const std::int32_t *, long long, long long, const SampleOptions &,
                                   Rng, std::int32_t *);
 
 }  // namespace rnncore

@@ -56,7 +56,7 @@ struct Rng {
 // last prime token, out[i] after out[i-1]. The last drawn token is *not* fed: a continuation
 // call passes it as its prime. h and c (LSTM only, else nullptr) are updated in place.
 template <typename T>
-void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int64_t *prime, long long P,
+void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int32_t *prime, long long P,
                  long long n, const SampleOptions &opt, Rng rng, std::int32_t *out);
 
 // Seconds for `calls` float32 products y = W x of a (rows, cols) W through the sampler's own

@@ -30,7 +30,7 @@ inline double exp_np(double x) {
 }
 
 template <typename T>
-void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int64_t *y, T scale,
+void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int32_t *y, T scale,
                   long long N, int V) {
   for (long long n = 0; n < N; ++n) {
     const T *z = logits + static_cast<idx>(n) * V;
@@ -62,7 +62,7 @@ void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int64_t *
 
 template <typename T>
 double linear_xent(T *dh, T *dw, T *db, T *logits, T *row_loss, const T *h, const T *w, const T *b,
-                   const std::int64_t *y, int N, int H, int V) {
+                   const std::int32_t *y, int N, int H, int V) {
   if (N == 0) {
     if (dh) {
       std::fill(dw, dw + static_cast<idx>(V) * H, T(0));
@@ -113,15 +113,15 @@ double linear_xent(T *dh, T *dw, T *db, T *logits, T *row_loss, const T *h, cons
   return total / N;
 }
 
-template void softmax_xent<float>(float *, float *, const float *, const std::int64_t *, float,
+template void softmax_xent<float>(float *, float *, const float *, const std::int32_t *, float,
                                   long long, int);
-template void softmax_xent<double>(double *, double *, const double *, const std::int64_t *, double,
+template void softmax_xent<double>(double *, double *, const double *, const std::int32_t *, double,
                                    long long, int);
 template double linear_xent<float>(float *, float *, float *, float *, float *, const float *,
-                                   const float *, const float *, const std::int64_t *, int, int,
+                                   const float *, const float *, const std::int32_t *, int, int,
                                    int);
 template double linear_xent<double>(double *, double *, double *, double *, double *,
                                     const double *, const double *, const double *,
-                                    const std::int64_t *, int, int, int);
+                                    const std::int32_t *, int, int, int);
 
 }  // namespace rnncore

@@ -20,7 +20,7 @@ template <typename T>
 void softmax_xent(T *row_loss,            // (N) out
                   T *dlogits,             // (N,V) out, or nullptr
                   const T *logits,        // (N,V)
-                  const std::int64_t *y,  // (N) in [0, V)
+                  const std::int32_t *y,  // (N) in [0, V)
                   T scale,                // d(mean loss)/d(row loss): 1/N
                   long long N, int V);
 
@@ -36,7 +36,7 @@ double linear_xent(T *dh,                  // (N,H) out, or nullptr (loss only)
                    const T *h,             // (N,H)
                    const T *w,             // (V,H)
                    const T *b,             // (V) or nullptr
-                   const std::int64_t *y,  // (N)
+                   const std::int32_t *y,  // (N)
                    int N, int H, int V);
 
 }  // namespace rnncore

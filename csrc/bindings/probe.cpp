@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "bindings/bindings.h"
 #include "common/packed_gemm.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
@@ -151,6 +152,8 @@ py::dict gemv_probe_py(int rows, int cols, double min_time) {
 
 }  // namespace
 
+namespace bindings {
+
 void bind_probe(py::module_ &m) {
   m.def("_gemv_probe", &gemv_probe_py, py::arg("rows"), py::arg("cols"), py::arg("min_time") = 0.2,
         "Private (benchmarks): the sampler's float32 matrix-vector kernel on one thread, y = W x "
@@ -164,5 +167,7 @@ void bind_probe(py::module_ &m) {
         "or 'packed' (rnncore's micro-kernel). Returns {gflops, calls, seconds, kernel, "
         "threads}.");
 }
+
+}  // namespace bindings
 
 }  // namespace rnncore

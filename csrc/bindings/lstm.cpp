@@ -1,0 +1,166 @@
+// The LSTM's bindings: lstm_forward, lstm_backward and the cache class.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "bindings/arrays.h"
+#include "bindings/bindings.h"
+#include "bindings/sequence.h"
+#include "bindings/validate.h"
+#include "cells/lstm.h"
+
+namespace rnncore::bindings {
+
+namespace {
+
+struct LstmCache : SeqCache {
+  Block c_states, gates;  // (T+1,B,H) slot 0 = c0; (T,B,4H) activated gates, blocked
+  std::size_t nbytes() const { return SeqCache::nbytes() + c_states.bytes() + gates.bytes(); }
+  std::string describe() const { return SeqCache::describe(); }
+};
+
+template <typename T>
+py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
+  constexpr int G = 4;
+  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
+  const std::size_t sz = sizeof(T);
+  Block bias = combined_bias(a, G);
+  auto y = new_array<T>({Tn, B, H});
+  auto h_n = new_array<T>({B, H});
+  auto c_n = new_array<T>({B, H});
+  const T *h0 = ptr_or_null<T>(a.h0), *c0 = ptr_or_null<T>(a.c0);
+  // Inference keeps nothing: the same workspace lives only for this call.
+  auto c = std::make_unique<LstmCache>();
+  fill_cache(*c, a, dt, G);
+  c->c_states = Block(static_cast<std::size_t>((Tn + 1) * BH) * sz);
+  c->gates = Block(static_cast<std::size_t>(Tn * B * G * H) * sz);
+  {
+    T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
+    ComputeScope nogil;
+    T *hs = c->h_states.as<T>(), *cs = c->c_states.as<T>();
+    copy_inputs<T>(*c, hs, a, h0, G);
+    if (c0)
+      std::memcpy(cs, c0, static_cast<std::size_t>(BH) * sz);
+    else
+      std::memset(cs, 0, static_cast<std::size_t>(BH) * sz);
+    lstm_forward<T>(hs + BH, cs + BH, c->gates.as<T>(), c->x_ptr<T>(), c->ids_ptr(), hs, cs,
+                    c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), int(Tn), int(B), int(D),
+                    int(H));
+    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
+    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+    std::memcpy(cnp, cs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+  }
+  py::object cache = training ? py::cast(std::move(c)) : py::none();
+  return py::make_tuple(y, h_n, c_n, cache);
+}
+
+py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle w_ih,
+                          py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle training_) {
+  const std::string fn = "lstm_forward";
+  const bool training = flag(fn, training_, "training");
+  const DType dt = dtype_from(fn, w_ih, "w_ih");
+  Dims d(fn, 4);
+  return dispatch(dt, [&](auto zero) {
+    using T = decltype(zero);
+    return lstm_forward_impl<T>(
+        take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training), dt,
+        training);
+  });
+}
+
+template <typename T>
+py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n_,
+                             py::handle dc_n_) {
+  constexpr int G = 4;
+  Dims d = cache_dims("lstm_backward", c);
+  py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
+  py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
+  py::object dc_n = take_grad<T>(d, c, dc_n_, "dc_n", "BH");
+  const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
+  const std::size_t sz = sizeof(T);
+  T *dxp = nullptr;
+  auto [dx, dx_scratch] = dx_or_scratch<T>(c, G * H, &dxp);
+  auto dh0 = new_array<T>({B, H});
+  auto dc0 = new_array<T>({B, H});
+  auto dw_ih = new_array<T>({G * H, D});
+  auto dw_hh = new_array<T>({G * H, H});
+  auto db = new_array<T>({G * H});
+  Block dgates(static_cast<std::size_t>(Tn * B * G * H) * sz);
+  Block dw_scratch(static_cast<std::size_t>(G * H * (D + H + 1)) * sz);
+  Block dh(static_cast<std::size_t>(B * H) * sz);
+  {
+    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n), *dcp = ptr_or_null<T>(dc_n);
+    T *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(), *dwi = dw_ih.mutable_data(),
+      *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
+    ComputeScope nogil;
+    lstm_backward<T>(dxp, dh0p, dc0p, dwi, dwh, dbp, dgates.as<T>(), dw_scratch.as<T>(), dh.as<T>(),
+                     dyp, dhp, dcp, c.h_states.as<T>(), c.c_states.as<T>(), c.gates.as<T>(),
+                     c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B),
+                     int(D), int(H));
+  }
+  auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
+  return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
+}
+
+py::tuple lstm_backward_py(py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache) {
+  const auto &c = cache_arg<LstmCache>(cache, "lstm_backward", "LSTMCache", "lstm_forward");
+  return dispatch(c.dtype,
+                  [&](auto zero) { return lstm_backward_impl<decltype(zero)>(c, dy, dh_n, dc_n); });
+}
+
+const char *kLstmForwardDoc = R"doc(LSTM forward over a whole sequence (PyTorch's nn.LSTM).
+
+    i, f, g, o = σ(·), σ(·), tanh(·), σ(·) of  x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh
+    c_t = f ⊙ c_{t-1} + i ⊙ g,    h_t = o ⊙ tanh(c_t)
+
+Args:
+    x: (T, B, D) inputs, time-major; or a (T, B) integer array of token ids in [0, D), each
+        standing for a one-hot row over D (a gather of w_ih's columns: the one-hot rows are
+        never built, and backward returns dx = None).
+    h0, c0: (B, H) initial hidden and cell states, or None for zeros.
+    w_ih: (4H, D) input weights, gate rows in PyTorch's order i, f, g, o. Its dtype (float32 or
+        float64) is the dtype of the call.
+    w_hh: (4H, H) recurrent weights.
+    b_ih, b_hh: (4H,) biases, or None.
+    training: keep what backward needs and return it as ``cache``; False returns None.
+
+Returns:
+    y: (T, B, H) every step's h_t; h_n, c_n: (B, H) the final states; cache: an opaque
+    LSTMCache for lstm_backward (or None). It holds copies of x and the weights.
+
+Raises:
+    TypeError / ValueError naming the argument, or MemoryError, as rnn_forward.
+)doc";
+
+const char *kLstmBackwardDoc = R"doc(Backpropagation through time for lstm_forward.
+
+Args:
+    dy: (T, B, H) gradient with respect to y, or None (zero).
+    dh_n, dc_n: (B, H) gradients with respect to h_n and c_n, or None (zero).
+    cache: the LSTMCache from lstm_forward(..., training=True); not modified, so it may be
+        used again.
+
+Returns:
+    (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (B, H),
+    (4H, D), (4H, H), (4H,), (4H,); db_ih / db_hh are None where that bias was None.
+    dx is None when the forward's x was token ids (one-hot input).
+)doc";
+
+}  // namespace
+
+void bind_lstm(py::module_ &m) {
+  bind_cache<LstmCache>(m, "LSTMCache",
+                        "Opaque workspace of lstm_forward(training=True), consumed by "
+                        "lstm_backward.");
+  m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("h0"), py::arg("c0"),
+        py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
+        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("training") = py::bool_(true),
+        kLstmForwardDoc);
+  m.def("lstm_backward", &lstm_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
+        py::arg("cache"), kLstmBackwardDoc);
+}
+
+}  // namespace rnncore::bindings

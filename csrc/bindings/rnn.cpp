@@ -1,0 +1,180 @@
+// The vanilla RNN's bindings: rnn_forward, rnn_backward and the cache class.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "bindings/arrays.h"
+#include "bindings/bindings.h"
+#include "bindings/sequence.h"
+#include "bindings/validate.h"
+#include "cells/rnn.h"
+
+namespace rnncore::bindings {
+
+namespace {
+
+struct RnnCache : SeqCache {
+  Activation act;
+  std::size_t nbytes() const { return SeqCache::nbytes(); }
+  std::string describe() const {
+    return SeqCache::describe() + (act == Activation::Tanh ? " tanh" : " relu");
+  }
+};
+
+template <typename T>
+py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool training) {
+  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
+  Block bias = combined_bias(a, 1);
+  auto y = new_array<T>({Tn, B, H});
+  auto h_n = new_array<T>({B, H});
+  const T *h0 = ptr_or_null<T>(a.h0);
+  T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
+  if (!training && !a.one_hot) {  // nothing to keep: straight from the arguments
+    Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
+    {
+      ComputeScope nogil;
+      if (!h0) {
+        std::memset(zeros.as<T>(), 0, zeros.bytes());
+        h0 = zeros.as<T>();
+      }
+      rnn_forward<T>(yp, a.x.data(), nullptr, h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act,
+                     int(Tn), int(B), int(D), int(H));
+      std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
+    }
+    return py::make_tuple(y, h_n, py::none());  // with the GIL again
+  }
+  auto c = std::make_unique<RnnCache>();
+  fill_cache(*c, a, dt, 1);
+  c->act = act;
+  {
+    ComputeScope nogil;
+    T *hs = c->h_states.as<T>();
+    copy_inputs<T>(*c, hs, a, h0, 1);
+    rnn_forward<T>(hs + BH, c->x_ptr<T>(), c->ids_ptr(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(),
+                   bias.as<T>(), act, int(Tn), int(B), int(D), int(H));
+    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
+    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
+  }
+  return py::make_tuple(y, h_n, training ? py::cast(std::move(c)) : py::none());
+}
+
+py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
+                         py::handle b_ih, py::handle b_hh, py::handle nonlinearity,
+                         py::handle training_) {
+  const std::string fn = "rnn_forward";
+  const bool training = flag(fn, training_, "training");
+  if (!py::isinstance<py::str>(nonlinearity))
+    throw py::type_error(fn + ": nonlinearity must be 'tanh' or 'relu', got " +
+                         type_name(nonlinearity));
+  const std::string nl = nonlinearity.cast<std::string>();
+  if (nl != "tanh" && nl != "relu")
+    throw py::value_error(fn + ": nonlinearity must be 'tanh' or 'relu', got '" + nl + "'");
+  const Activation act = nl == "tanh" ? Activation::Tanh : Activation::Relu;
+  const DType dt = dtype_from(fn, w_ih, "w_ih");
+  Dims d(fn, 1);
+  return dispatch(dt, [&](auto zero) {
+    using T = decltype(zero);
+    return rnn_forward_impl<T>(
+        take_seq_args<T>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt, act,
+        training);
+  });
+}
+
+template <typename T>
+py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_) {
+  Dims d = cache_dims("rnn_backward", c);
+  py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
+  py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
+  const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
+  T *dxp = nullptr;
+  auto [dx, dx_scratch] = dx_or_scratch<T>(c, H, &dxp);
+  auto dh0 = new_array<T>({B, H});
+  auto dw_ih = new_array<T>({H, D});
+  auto dw_hh = new_array<T>({H, H});
+  auto db = new_array<T>({H});
+  Block dpre(static_cast<std::size_t>(Tn * B * H) * sizeof(T));
+  {
+    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
+    T *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(),
+      *dbp = db.mutable_data();
+    ComputeScope nogil;
+    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.h_states.as<T>(),
+                    c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn),
+                    int(B), int(D), int(H));
+  }
+  auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
+  return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
+}
+
+py::tuple rnn_backward_py(py::handle dy, py::handle dh_n, py::handle cache) {
+  const auto &c = cache_arg<RnnCache>(cache, "rnn_backward", "RNNCache", "rnn_forward");
+  return dispatch(c.dtype,
+                  [&](auto zero) { return rnn_backward_impl<decltype(zero)>(c, dy, dh_n); });
+}
+
+const char *kRnnForwardDoc = R"doc(Vanilla RNN forward over a whole sequence (PyTorch's nn.RNN).
+
+    h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh),  act = tanh or relu
+
+Args:
+    x: (T, B, D) inputs, time-major; or a (T, B) integer array of token ids in [0, D), each
+        standing for a one-hot row over D (a gather of w_ih's columns: the one-hot rows are
+        never built, and backward returns dx = None).
+    h0: (B, H) initial state, or None for zeros.
+    w_ih: (H, D) input weights. Its dtype (float32 or float64) is the dtype of the call;
+        every other array must have it (lists are converted).
+    w_hh: (H, H) recurrent weights.
+    b_ih, b_hh: (H,) biases, or None.
+    nonlinearity: "tanh" or "relu".
+    training: keep what backward needs and return it as ``cache``; False returns None.
+
+Returns:
+    y: (T, B, H) every step's state h_1..h_T.
+    h_n: (B, H) the final state h_T.
+    cache: an opaque RNNCache for rnn_backward (or None). It holds copies of x and the
+        weights, so later in-place changes to them do not affect the backward pass.
+
+Raises:
+    TypeError: an argument is not an array of the call's dtype, or is None where required.
+    ValueError: a shape does not match (the message names the argument and the expected size),
+        or a size exceeds the 32-bit BLAS limit or the 2^59-element workspace limit.
+    MemoryError: the call needs more than the machine's memory and swap (checked before
+        allocating), or an allocation failed.
+    Every check comes before any copy: a huge broadcast view is refused, never materialised.
+    See docs/reliability.md.
+)doc";
+
+const char *kRnnBackwardDoc = R"doc(Backpropagation through time for rnn_forward.
+
+Args:
+    dy: (T, B, H) gradient of the loss with respect to y, or None (zero).
+    dh_n: (B, H) gradient with respect to h_n, or None (zero).
+    cache: the RNNCache that rnn_forward(..., training=True) returned. It is not modified:
+        passing it again gives the same result.
+
+Returns:
+    (dx, dh0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (H, D), (H, H),
+    (H,), (H,). db_ih / db_hh are None where the forward had no such bias. dh0 is returned
+    even when the forward's h0 was None (it is the gradient at the zero initial state).
+    dx is None when the forward's x was token ids (one-hot input).
+)doc";
+
+}  // namespace
+
+void bind_rnn(py::module_ &m) {
+  bind_cache<RnnCache>(m, "RNNCache",
+                       "Opaque workspace of rnn_forward(training=True), consumed by rnn_backward.")
+      .def_property_readonly("nonlinearity", [](const RnnCache &c) {
+        return c.act == Activation::Tanh ? "tanh" : "relu";
+      });
+  m.def("rnn_forward", &rnn_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
+        py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
+        py::arg("nonlinearity") = "tanh", py::arg("training") = py::bool_(true), kRnnForwardDoc);
+  m.def("rnn_backward", &rnn_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
+        kRnnBackwardDoc);
+}
+
+}  // namespace rnncore::bindings

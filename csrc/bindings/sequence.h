@@ -1,0 +1,284 @@
+// What every cell's binding shares: the validated arguments of a forward call, the cache
+// that carries a forward's workspace to its backward, and the assembly of the outputs.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "bindings/arrays.h"
+#include "bindings/validate.h"
+#include "common/gates.h"
+#include "common/workspace.h"
+
+namespace rnncore::bindings {
+
+// The validated arguments of a forward call. G = gates (1 RNN, 4 LSTM, 3 GRU).
+template <typename F>  // F, not T: T is the sequence length here
+struct SeqArgs {
+  CArray<F> x, w_ih, w_hh;   // x is empty for one-hot input
+  CArray<std::int32_t> ids;  // (T, B) token ids for one-hot input, else empty
+  bool one_hot = false;
+  py::object h0, c0, b_ih, b_hh;  // None where absent
+  idx T, B, D, H;
+};
+
+inline bool is_integer_array(py::handle obj) {
+  if (!py::isinstance<py::array>(obj)) return false;
+  const char k = py::reinterpret_borrow<py::array>(obj).dtype().kind();
+  return k == 'i' || k == 'u';
+}
+
+// Every array is checked (type, dtype, shape) and every size limit before anything is copied:
+// a broadcast view with T = 2^40 is refused without being materialised.
+template <typename T>
+SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
+                         py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
+                         bool with_c, bool training) {
+  const std::string &fn = d.fn();
+  const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
+  const std::string s_ih = "of shape (" + gh + ", D)", s_hh = "of shape (" + gh + ", H)",
+                    s_b = "of shape (" + gh + ",)";
+  SeqArgs<T> a;
+  py::array w_ih_a = peek<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
+  py::array w_hh_a = peek<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
+  d.check(w_ih_a, "w_ih", "GD");
+  d.check(w_hh_a, "w_hh", "GH");
+  py::array x_a = py::reinterpret_steal<py::array>(py::handle());
+  if (is_integer_array(x)) {
+    // One-hot input: x (T, B) holds token ids in [0, D), each standing for a one-hot row.
+    x_a = py::reinterpret_borrow<py::array>(x);
+    if (x_a.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
+      throw py::type_error(fn + ": x must have dtype " + dtype_name(dt) +
+                           " (the dtype of the weights), or be a (T, B) integer array of token "
+                           "ids; got " +
+                           std::string(py::str(x_a.dtype())) + " of shape " +
+                           shape_str(shape_of(x_a)));
+    d.check(x_a, "x", "TB");
+    a.one_hot = true;
+  } else {
+    x_a = peek<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
+    d.check(x_a, "x", "TBD");
+  }
+  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
+  // Limits, before any copy: 32-bit BLAS sizes, then element counts that fit size_t, then
+  // bytes that fit the machine.
+  check_blas_dims(d, {'T', 'B', 'D', 'H'});
+  if (G * a.H > INT_MAX)
+    throw py::value_error(fn + ": " + gh + " = " + std::to_string(G * a.H) +
+                          " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
+  const idx rows = a.T * a.B;  // both <= INT_MAX: no overflow
+  if (rows > INT_MAX)
+    throw py::value_error(fn + ": T*B = " + std::to_string(a.T) + "*" + std::to_string(a.B) +
+                          " = " + std::to_string(rows) + " exceeds the 32-bit BLAS limit " +
+                          std::to_string(INT_MAX));
+  const idx n_ws = checked_count(fn, {a.T + 1, a.B, G * a.H}, "the workspace (T+1)*B*" + gh);
+  const idx n_w = checked_count(fn, {G * a.H, a.D + a.H + 2}, "the weights " + gh + "*(D+H+2)");
+  const idx n_x = a.one_hot ? rows : checked_count(fn, {a.T, a.B, a.D}, "x (T*B*D)");
+  {
+    // What the call allocates at least: y, the weights' copies, x's copy at the boundary (when
+    // not C-contiguous) and in the cache, the states and gates of the workspace.
+    const bool x_copied = !a.one_hot && !(x_a.flags() & py::array::c_style);
+    const bool workspace = training || G > 1 || a.one_hot;
+    long double n = static_cast<long double>(rows) * a.H + n_w;
+    if (x_copied) n += n_x;
+    if (workspace) n += static_cast<long double>(n_x) + n_ws;
+    check_fits(fn, n * sizeof(T),
+               "T=" + std::to_string(a.T) + ", B=" + std::to_string(a.B) +
+                   ", D=" + std::to_string(a.D) + ", H=" + std::to_string(a.H));
+  }
+  // Null handles (not py::array(), which is an empty array) where an argument is None.
+  auto h0_a = py::reinterpret_steal<py::array>(py::handle()), c0_a = h0_a, bi_a = h0_a, bh_a = h0_a;
+  if (!h0.is_none()) d.check(h0_a = peek<T>(fn, h0, "h0", "of shape (B, H)", dt), "h0", "BH");
+  if (with_c && !c0.is_none())
+    d.check(c0_a = peek<T>(fn, c0, "c0", "of shape (B, H)", dt), "c0", "BH");
+  if (!b_ih.is_none()) d.check(bi_a = peek<T>(fn, b_ih, "b_ih", s_b.c_str(), dt), "b_ih", "G");
+  if (!b_hh.is_none()) d.check(bh_a = peek<T>(fn, b_hh, "b_hh", s_b.c_str(), dt), "b_hh", "G");
+
+  // Everything checked: now the copies (only where an array is not C-contiguous already).
+  a.w_ih = contiguous<T>(w_ih_a);
+  a.w_hh = contiguous<T>(w_hh_a);
+  if (a.one_hot) {
+    a.ids = ids_in_range(fn, x_a, "x", a.D);  // int32 C-contiguous: read as given
+  } else {
+    a.x = contiguous<T>(x_a);
+  }
+  a.h0 = h0_a ? py::object(contiguous<T>(h0_a)) : py::none();
+  a.c0 = c0_a ? py::object(contiguous<T>(c0_a)) : py::none();
+  a.b_ih = bi_a ? py::object(contiguous<T>(bi_a)) : py::none();
+  a.b_hh = bh_a ? py::object(contiguous<T>(bh_a)) : py::none();
+  return a;
+}
+
+// State shared by every cell's cache: copies of x and the (gate-blocked) weights, h_0..h_T.
+struct SeqCache {
+  DType dtype;
+  idx T, B, D, H;
+  bool has_b_ih, has_b_hh, one_hot;
+  // (T,B,D) or, for one-hot input, ids (T,B); w_ih (G*H,D), or its transpose (D,G*H) for one-hot
+  // input; w_hh (G*H,H); h_states (T+1,B,H) with slot 0 = h0.
+  Block x, ids, w_ih, w_hh, h_states;
+  std::size_t nbytes() const {
+    return x.bytes() + ids.bytes() + w_ih.bytes() + w_hh.bytes() + h_states.bytes();
+  }
+  template <typename T>
+  const T *x_ptr() const {
+    return one_hot ? nullptr : x.as<T>();
+  }
+  const std::int32_t *ids_ptr() const { return one_hot ? ids.as<std::int32_t>() : nullptr; }
+  std::string describe() const {
+    return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " D=" + std::to_string(D) +
+           " H=" + std::to_string(H) + " " + dtype_name(dtype) + (one_hot ? " one-hot" : "");
+  }
+};
+
+// Fill the shared part of a cache: copy x, re-lay the weights (G > 1) and put h0 in slot 0.
+template <typename T>
+void fill_cache(SeqCache &c, const SeqArgs<T> &a, DType dt, int G) {
+  c.dtype = dt;
+  c.T = a.T, c.B = a.B, c.D = a.D, c.H = a.H;
+  c.has_b_ih = !a.b_ih.is_none();
+  c.has_b_hh = !a.b_hh.is_none();
+  c.one_hot = a.one_hot;
+  const std::size_t sz = sizeof(T);
+  if (a.one_hot)
+    c.ids = Block(static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
+  else
+    c.x = Block(static_cast<std::size_t>(a.T * a.B * a.D) * sz);
+  c.w_ih = Block(static_cast<std::size_t>(G * a.H * a.D) * sz);
+  c.w_hh = Block(static_cast<std::size_t>(G * a.H * a.H) * sz);
+  c.h_states = Block(static_cast<std::size_t>((a.T + 1) * a.B * a.H) * sz);
+}
+
+// Copies done without the GIL: x, the weights (gate-blocked when G > 1), h0 (or zeros).
+// The input side into the cache: x (or the ids) and w_ih, gate-blocked when G > 1 and
+// transposed to (D, G*H) for one-hot input (common/input.h).
+template <typename T>
+void copy_input_side(SeqCache &c, const SeqArgs<T> &a, int G) {
+  const idx N = G * a.H, D = a.D;
+  if (a.one_hot)
+    std::memcpy(c.ids.as<std::int32_t>(), a.ids.data(),
+                static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
+  else
+    std::memcpy(c.x.as<T>(), a.x.data(), static_cast<std::size_t>(a.T * a.B * D) * sizeof(T));
+  Block blocked;
+  const T *w = a.w_ih.data();  // (N, D) in the cell's row order
+  if (G > 1) {
+    blocked = Block(a.one_hot ? static_cast<std::size_t>(N * D) * sizeof(T) : 0);
+    T *dst = a.one_hot ? blocked.as<T>() : c.w_ih.as<T>();
+    block_gate_rows<T>(dst, a.w_ih.data(), GateBlocks{int(a.H), G}, D);
+    w = dst;
+  }
+  T *out = c.w_ih.as<T>();
+  if (a.one_hot) {
+    for (idx r = 0; r < N; ++r)
+      for (idx d = 0; d < D; ++d) out[d * N + r] = w[r * D + d];
+  } else if (G == 1) {
+    std::memcpy(out, w, static_cast<std::size_t>(N * D) * sizeof(T));
+  }
+}
+
+template <typename T>
+void copy_inputs(SeqCache &c, T *h0_dst, const SeqArgs<T> &a, const T *h0, int G) {
+  copy_input_side<T>(c, a, G);
+  T *w_hh_dst = c.w_hh.as<T>();
+  if (G == 1)
+    std::memcpy(w_hh_dst, a.w_hh.data(), static_cast<std::size_t>(a.H * a.H) * sizeof(T));
+  else
+    block_gate_rows<T>(w_hh_dst, a.w_hh.data(), GateBlocks{int(a.H), G}, a.H);
+  const std::size_t bh = static_cast<std::size_t>(a.B * a.H) * sizeof(T);
+  if (h0)
+    std::memcpy(h0_dst, h0, bh);
+  else
+    std::memset(h0_dst, 0, bh);
+}
+
+// b_ih + b_hh (zeros where absent), gate-blocked when G > 1: (G*H).
+template <typename T>
+Block combined_bias(const SeqArgs<T> &a, int G) {
+  const idx n = G * a.H;
+  Block sum(static_cast<std::size_t>(n) * sizeof(T)), out(static_cast<std::size_t>(n) * sizeof(T));
+  const T *bi = ptr_or_null<T>(a.b_ih), *bh = ptr_or_null<T>(a.b_hh);
+  for (idx j = 0; j < n; ++j) sum.as<T>()[j] = (bi ? bi[j] : T(0)) + (bh ? bh[j] : T(0));
+  if (G == 1) return sum;
+  block_gate_rows<T>(out.as<T>(), sum.as<T>(), GateBlocks{int(a.H), G}, 1);
+  return out;
+}
+
+// The cache argument of a backward call, or a TypeError naming what came instead.
+template <typename Cache>
+const Cache &cache_arg(py::handle cache, const char *fn, const char *cls, const char *fwd) {
+  if (!py::isinstance<Cache>(cache))
+    throw py::type_error(
+        std::string(fn) + ": cache must be the " + cls + " returned by " + fwd +
+        "(..., training=True), got " +
+        (cache.is_none() ? "None (was the forward run with training=False?)" : type_name(cache)));
+  return cache.cast<const Cache &>();
+}
+
+// Upstream gradients of a backward call, checked against the cache.
+template <typename T>
+py::object take_grad(Dims &d, const SeqCache &c, py::handle g, const char *name, const char *spec) {
+  const std::string what = std::string("of shape ") + (spec[0] == 'T' ? "(T, B, H)" : "(B, H)");
+  return take_optional<T>(d, g, name, what.c_str(), spec, c.dtype);
+}
+
+inline Dims cache_dims(const char *fn, const SeqCache &c) {
+  Dims d(fn);
+  d.dtype_src = "the cache";
+  d.bind('T', c.T, "the cache");
+  d.bind('B', c.B, "the cache");
+  d.bind('H', c.H, "the cache");
+  return d;
+}
+
+// dx of a backward call: a new (T, B, D) array, or for one-hot input (no dx) None and a
+// (D, N) scratch block the kernel uses instead.
+template <typename T>
+std::pair<py::object, Block> dx_or_scratch(const SeqCache &c, idx N, T **ptr) {
+  if (c.one_hot) {
+    Block scratch(static_cast<std::size_t>(c.D * N) * sizeof(T));
+    *ptr = scratch.as<T>();
+    return {py::none(), std::move(scratch)};
+  }
+  auto dx = new_array<T>({c.T, c.B, c.D});
+  *ptr = dx.mutable_data();
+  return {dx, Block()};
+}
+
+// (db_ih, db_hh) from the one bias gradient db: the same values, separate arrays.
+template <typename T>
+std::pair<py::object, py::object> split_bias_grad(const SeqCache &c, py::array_t<T> db) {
+  py::object db_ih = py::none(), db_hh = py::none();
+  if (c.has_b_ih) db_ih = db;
+  if (c.has_b_hh) {
+    if (c.has_b_ih) {
+      auto copy = new_array<T>({db.size()});
+      std::memcpy(copy.mutable_data(), db.data(), static_cast<std::size_t>(db.size()) * sizeof(T));
+      db_hh = copy;
+    } else {
+      db_hh = db;
+    }
+  }
+  return {db_ih, db_hh};
+}
+
+template <typename Cache>
+py::class_<Cache> bind_cache(py::module_ &m, const char *name, const char *doc) {
+  py::class_<Cache> cls(m, name, doc);
+  cls.def_property_readonly(
+         "shape", [](const Cache &c) { return py::make_tuple(c.T, c.B, c.D, c.H); }, "(T, B, D, H)")
+      .def_property_readonly("dtype", [](const Cache &c) { return py::dtype(dtype_name(c.dtype)); })
+      .def_property_readonly("nbytes", &Cache::nbytes, "Bytes of workspace held.")
+      .def("__repr__",
+           [name](const Cache &c) { return std::string("<") + name + " " + c.describe() + ">"; });
+  return cls;
+}
+
+}  // namespace rnncore::bindings

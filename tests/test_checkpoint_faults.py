@@ -451,3 +451,22 @@ def test_sigkill_while_saving_never_loses_or_damages_a_checkpoint(tmp_path):
     # The kills must hit the interesting window (mid-write): otherwise the test proves nothing.
     assert inside_save >= min_inside, f"only {inside_save} of {kills} kills landed inside a save"
     assert advanced >= min_inside, f"only {advanced} of {kills} rounds wrote a newer version"
+
+
+def test_generator_from_state_continues_a_saved_generator_through_json():
+    """checkpoint.generator_from_state (public): a layer's generator, saved as JSON, rebuilt."""
+    import json
+
+    from rnncore import LSTM
+
+    for bit_generator in (None, np.random.MT19937(5)):
+        layer = LSTM(3, 4, seed=1)
+        gen = layer.generator if bit_generator is None else np.random.Generator(bit_generator)
+        gen.random(7)
+        saved = json.loads(json.dumps(gen.bit_generator.state, default=lambda a: a.tolist()))
+        expected = gen.random(5)
+        assert np.array_equal(ck.generator_from_state(saved).random(5), expected)
+    with pytest.raises(ValueError, match="generator_from_state: state must be"):
+        ck.generator_from_state({"bit_generator": "Nope"})
+    with pytest.raises(ValueError, match="generator_from_state: malformed PCG64 state"):
+        ck.generator_from_state({"bit_generator": "PCG64", "state": {}})

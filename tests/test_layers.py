@@ -738,3 +738,71 @@ def test_backward_rejects_bad_use():
 def test_exports():
     assert rnncore.RNN is RNN and rnncore.LSTM is LSTM and rnncore.GRU is GRU
     assert {"RNN", "LSTM", "GRU"} <= set(rnncore.__all__)
+
+
+# --- the public seams a model and the sampler use ----------------------------------------------
+
+
+def test_generator_options_cell_and_layer_weights():
+    a, b = LSTM(3, 4, 2, seed=7), LSTM(3, 4, 2, seed=7)
+    assert isinstance(a.generator, np.random.Generator)
+    assert np.array_equal(a.generator.random(3), b.generator.random(3))  # one seed, one stream
+    with pytest.raises(AttributeError):
+        a.generator = np.random.default_rng()  # read-only
+    assert (RNN.cell, LSTM.cell, GRU.cell) == ("rnn", "lstm", "gru")
+    assert RNN(3, 4, nonlinearity="relu").options == {"nonlinearity": "relu"}
+    assert GRU(3, 4, reset_after=False).options == {"reset_after": False}
+    assert LSTM(3, 4).options == {}
+    w_ih, w_hh, b_ih, b_hh = a.layer_weights(1)
+    p = a.parameters()
+    assert w_ih is p["weight_ih_l1"] and w_hh is p["weight_hh_l1"] and b_hh is p["bias_hh_l1"]
+    assert b_ih is p["bias_ih_l1"] and w_ih.shape == (16, 4)
+    assert RNN(3, 4, bias=False).layer_weights(0)[2:] == (None, None)
+    with pytest.raises(IndexError, match=r"LSTM.layer_weights: layer must be in \[0, 2\), got 2"):
+        a.layer_weights(2)
+
+
+def test_use_buffers_computes_with_the_owner_arrays():
+    layer = GRU(3, 4, seed=0)
+    params = {k: v.copy() for k, v in layer.parameters().items()}
+    grads = {k: np.zeros_like(v) for k, v in params.items()}
+    layer.use_buffers(params, grads)
+    assert layer.parameters()["weight_hh_l0"] is params["weight_hh_l0"]
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = layer.forward(x)
+    layer.backward(np.ones_like(y))
+    assert grads["weight_hh_l0"].any() and layer.grads["weight_hh_l0"] is grads["weight_hh_l0"]
+    with pytest.raises(ValueError, match=r"GRU.use_buffers: grads must have keys"):
+        layer.use_buffers(params, {})
+
+
+@pytest.mark.parametrize("cls", [RNN, LSTM, GRU])
+def test_input_weight_replaces_weight_ih_l0_and_returns_its_gradient(cls):
+    """forward(input_weight=W) equals a layer whose weight_ih_l0 is W; backward leaves W's
+    gradient in input_weight_grad and adds nothing into grads['weight_ih_l0']."""
+    rng = np.random.default_rng(2)
+    folded, plain = cls(3, 4, 2, seed=0, dtype=np.float64), cls(5, 4, 2, seed=0, dtype=np.float64)
+    sd = plain.state_dict()
+    w = sd["weight_ih_l0"]  # (G*H, 5): the input weight over 5 one-hot inputs
+    sd["weight_ih_l0"] = folded.state_dict()["weight_ih_l0"]
+    folded.load_state_dict(sd)
+    for name, v in sd.items():
+        if name != "weight_ih_l0":
+            plain.parameters()[name][...] = v
+    ids = rng.integers(0, 5, (6, 2))
+    y1, s1 = folded.forward(ids, input_weight=w)
+    y2, s2 = plain.forward(ids)
+    assert np.array_equal(y1, y2)
+    for a, b in zip(s1 if cls is LSTM else [s1], s2 if cls is LSTM else [s2], strict=True):
+        assert np.array_equal(a, b)
+    assert folded.input_weight_grad is None
+    dy = rng.standard_normal(y1.shape)
+    folded.backward(dy)
+    plain.backward(dy)
+    assert np.array_equal(folded.input_weight_grad, plain.grads["weight_ih_l0"])
+    assert not folded.grads["weight_ih_l0"].any()
+    for name in sd:
+        if name != "weight_ih_l0":
+            assert np.array_equal(folded.grads[name], plain.grads[name]), name
+    folded.forward(ids % 3)  # a forward without input_weight drops the old gradient
+    assert folded.input_weight_grad is None

@@ -36,7 +36,7 @@ def test_model_gradients_with_dropout_match_central_differences(rng):
     model = CharRNN(7, hidden_size=6, num_layers=2, embedding_size=5, dropout=0.4,
                     dtype=np.float64, seed=1)  # fmt: skip
     x, y = rng.integers(0, 7, (5, 3)), rng.integers(0, 7, (5, 3))
-    gen = model.rnn._rng.bit_generator
+    gen = model.rnn.generator.bit_generator
     saved = gen.state
     model.zero_grad()
     model.train_step(x, y)

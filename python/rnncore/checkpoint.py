@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from .checks import int_at_least, is_int
 from .data import Vocabulary
 
 __all__ = [
@@ -168,8 +169,7 @@ def _entries(where: str, ckpt: Checkpoint) -> dict[str, Array]:
     if not isinstance(ckpt, Checkpoint):
         raise TypeError(f"{where}: expected a Checkpoint, got {type(ckpt).__name__}")
     step = ckpt.step
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(f"{where}: step must be an int >= 0, got {step!r}")
+    int_at_least(where, "step", step, 0)
     if ckpt.vocab is not None and not isinstance(ckpt.vocab, Vocabulary):
         raise TypeError(f"{where}: vocab must be a Vocabulary, got {type(ckpt.vocab).__name__}")
     hidden_form = None
@@ -400,7 +400,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not isinstance(meta, dict) or any(k not in meta for k in keys):
         raise bad(f"the 'meta' entry must be a JSON object with keys {list(keys)}")
     step = meta["step"]
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    if not is_int(step) or step < 0:  # JSON: a Python int
         raise bad(f"step must be an int >= 0, got {step!r}")
     if not isinstance(meta["config"], dict) or not isinstance(meta["metrics"], dict):
         raise bad("config and metrics must be JSON objects")

@@ -139,11 +139,6 @@ class RecurrentStack(Generic[S]):
         return self._generator
 
     @property
-    def _rng(self) -> np.random.Generator:
-        # Transitional alias of `generator` until train.py has switched to it; then removed.
-        return self._generator
-
-    @property
     def options(self) -> dict[str, Any]:
         """The cell options the kernels get, e.g. ``{"nonlinearity": "tanh"}`` for an RNN,
         ``{"reset_after": True}`` for a GRU, ``{}`` for the LSTM (a copy)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import re
 
 import pytest
 
@@ -130,3 +131,39 @@ def test_cli_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "Traceback" not in err
     assert "interrupted at step" in out and "checkpoint saved" in out
     assert load_checkpoint(ckpt).step >= 20
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_help_shows_every_default_exactly_once(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    usage, _, body = text.partition("\n\n")
+    entries: dict[str, str] = {}  # "--hidden-size HIDDEN_SIZE" -> its help, lines joined
+    name = None
+    for line in body.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):  # an option's first line
+            name, _, rest = line.strip().partition("  ")
+            entries[name] = rest.strip()
+        elif line.startswith("   ") and name is not None:  # its help continues
+            entries[name] += " " + line.strip()
+        else:  # a heading or a blank line
+            name = None
+    flags = re.findall(r"\[(--[\w-]+)", usage)
+    listed = {word.rstrip(",") for n in entries for word in n.split()}
+    assert flags and set(flags) <= listed  # every option has an entry
+    for n, help_text in entries.items():
+        if n == "-h, --help":
+            continue
+        expected = 0 if n == "CHECKPOINT" else 1  # required: no default
+        assert len(re.findall(r"\bdefault\b", help_text)) == expected, (n, help_text)
+    assert "(default: None)" not in text
+    if command == "train":
+        assert entries["--hidden-size HIDDEN_SIZE"].endswith("(default: 128)")
+        assert entries["--lr LR"].endswith("(default: 0.002)")
+        assert entries["--batch-size BATCH_SIZE"].endswith("(default: 50)")
+        assert entries["TEXT_FILE"].count("default") == 1
+    else:
+        assert entries["--prime PRIME"] == "text to start from (default: a newline)"

@@ -68,7 +68,17 @@ def _number(low: float, high: float = math.inf, *, low_ok: bool = True):
     return parse
 
 
+def _option(group: Any, *names: str, help: str | None = None, **kw: Any) -> None:
+    """group.add_argument(...) with the default in the help, exactly once: appended as
+    "(default: X)" unless the help already says what the default is ("default: ...").
+    An option whose default is None must say it in its help."""
+    if "default" not in (help or "") and kw.get("default") is not None:
+        help = f"{help} (default: %(default)s)" if help else "default: %(default)s"
+    group.add_argument(*names, help=help, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``rnncore`` parser; every option's help shows its default once."""
     parser = argparse.ArgumentParser(
         prog="rnncore", description="Train character-level language models and sample from them."
     )
@@ -79,118 +89,172 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a char-rnn on a text file",
         description="Train a character-level RNN/LSTM/GRU on a text file (default: the "
         "tiny-shakespeare copy shipped with rnncore) with truncated BPTT.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    t.add_argument(
+    _option(
+        t,
         "text_file",
         nargs="?",
         metavar="TEXT_FILE",
         help="UTF-8 text to train on (default: the shipped tiny-shakespeare)",
     )
-    t.add_argument(
+    _option(
+        t,
         "--encoding",
         choices=ENCODINGS,
         default="utf-8",
         help="utf-8: characters; bytes: every byte of any file is a token",
     )
     m = t.add_argument_group("model")
-    m.add_argument("--cell", choices=CELLS, default="lstm")
-    m.add_argument("--hidden-size", type=_positive_int, default=128)
-    m.add_argument("--num-layers", type=_positive_int, default=2)
-    m.add_argument("--embedding-size", type=_nonneg_int, default=64, help="0: one-hot input")
-    m.add_argument("--dropout", type=_number(0.0, 1.0), default=0.0)
-    m.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    _option(m, "--cell", choices=CELLS, default="lstm", help="the recurrent cell")
+    _option(m, "--hidden-size", type=_positive_int, default=128, help="units per layer")
+    _option(m, "--num-layers", type=_positive_int, default=2, help="stacked layers")
+    _option(m, "--embedding-size", type=_nonneg_int, default=64, help="0: one-hot input")
+    _option(
+        m,
+        "--dropout",
+        type=_number(0.0, 1.0),
+        default=0.0,
+        help="between layers and on the top layer's output",
+    )
+    _option(m, "--dtype", choices=("float32", "float64"), default="float32")
     o = t.add_argument_group("optimization")
-    o.add_argument("--seq-length", type=_positive_int, default=50)
-    o.add_argument("--batch-size", type=_positive_int, default=50)
-    o.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam")
-    o.add_argument("--lr", type=_number(0.0, low_ok=False), default=2e-3)
-    o.add_argument(
+    _option(o, "--seq-length", type=_positive_int, default=50, help="time steps per batch")
+    _option(o, "--batch-size", type=_positive_int, default=50, help="streams per batch")
+    _option(o, "--optimizer", choices=tuple(OPTIMIZERS), default="adam")
+    _option(o, "--lr", type=_number(0.0, low_ok=False), default=2e-3, help="learning rate")
+    _option(
+        o,
         "--lr-decay",
         choices=("none", "step", "cosine"),
         default="none",
         help="step: x --lr-decay-factor every --lr-decay-every steps; cosine: to "
         "--min-lr over --max-steps",
     )
-    o.add_argument("--lr-decay-factor", type=_number(0.0, 1.0 + 1e-12, low_ok=False), default=0.5)
-    o.add_argument("--lr-decay-every", type=_positive_int, default=1000)
-    o.add_argument("--min-lr", type=_number(0.0), default=0.0)
-    o.add_argument("--grad-clip", type=_number(0.0), default=5.0, help="0: no clipping")
-    o.add_argument(
+    _option(o, "--lr-decay-factor", type=_number(0.0, 1.0 + 1e-12, low_ok=False), default=0.5)
+    _option(o, "--lr-decay-every", type=_positive_int, default=1000, help="steps")
+    _option(o, "--min-lr", type=_number(0.0), default=0.0, help="the end of the cosine decay")
+    _option(o, "--grad-clip", type=_number(0.0), default=5.0, help="0: no clipping")
+    _option(
+        o,
         "--clip-mode",
         choices=("value", "norm"),
         default="value",
         help="value: clamp each gradient (char-rnn); norm: the global L2 norm",
     )
-    o.add_argument(
+    _option(
+        o,
         "--on-nonfinite",
         dest="nonfinite",
         choices=("skip", "stop"),
         default="skip",
         help="a step with NaN/inf gradients: skip it, or stop the run",
     )
-    o.add_argument("--val-fraction", type=_number(0.0, 1.0), default=0.05)
+    _option(
+        o,
+        "--val-fraction",
+        type=_number(0.0, 1.0),
+        default=0.05,
+        help="the tail of the text held out for validation",
+    )
     length = o.add_mutually_exclusive_group()
-    length.add_argument(
+    _option(
+        length,
         "--max-steps",
         type=_positive_int,
         help="default: 1 epoch, or until --time-limit when that is given",
     )
-    length.add_argument("--max-epochs", type=_number(0.0, low_ok=False))
-    o.add_argument(
+    _option(
+        length,
+        "--max-epochs",
+        type=_number(0.0, low_ok=False),
+        help="passes over the text (default: see --max-steps)",
+    )
+    _option(
+        o,
         "--time-limit",
         type=_number(0.0, low_ok=False),
         metavar="MINUTES",
-        help="also stop after this many minutes (then evaluate and save)",
+        help="also stop after this many minutes, then evaluate and save (default: no limit)",
     )
     r = t.add_argument_group("output")
-    r.add_argument(
+    _option(
+        r,
         "--eval-every",
         type=_nonneg_int,
         default=200,
         help="steps between validation runs (and checkpoints); 0: only at the end",
     )
-    r.add_argument(
+    _option(
+        r,
         "--sample-every",
         type=_nonneg_int,
         default=1000,
         help="steps between printed samples; 0: never",
     )
-    r.add_argument("--sample-length", type=_positive_int, default=200)
-    r.add_argument(
+    _option(r, "--sample-length", type=_positive_int, default=200, help="characters")
+    _option(
+        r,
         "--checkpoint",
         default="checkpoint.npz",
         metavar="PATH",
         help="written at every evaluation, at the end and on Ctrl-C",
     )
-    r.add_argument("--resume", metavar="PATH", help="continue the run saved in this checkpoint")
-    r.add_argument("--metrics", metavar="PATH", help="append JSON lines of metrics here")
-    r.add_argument("--plot", metavar="PNG", help="write a plot of train and val loss (matplotlib)")
-    r.add_argument(
+    _option(
+        r,
+        "--resume",
+        metavar="PATH",
+        help="continue the run saved in this checkpoint (default: a new run)",
+    )
+    _option(
+        r, "--metrics", metavar="PATH", help="append JSON lines of metrics here (default: none)"
+    )
+    _option(
+        r,
+        "--plot",
+        metavar="PNG",
+        help="write a plot of train and val loss, needs matplotlib (default: no plot)",
+    )
+    _option(
+        r,
         "--log-every",
         type=_positive_int,
         default=10,
         help="steps between log lines and metrics records",
     )
-    r.add_argument("--seed", type=_nonneg_int, default=0)
-    r.add_argument("--threads", type=_positive_int, help="default: OMP_NUM_THREADS or all cores")
-    r.add_argument("--no-progress", action="store_true", help="plain log lines even on a terminal")
+    _option(r, "--seed", type=_nonneg_int, default=0, help="weights and dropout masks")
+    _option(r, "--threads", type=_positive_int, help="default: OMP_NUM_THREADS or all cores")
+    _option(
+        r,
+        "--no-progress",
+        action="store_true",
+        help="plain log lines even on a terminal (default: a progress bar on a terminal)",
+    )
 
     s = sub.add_parser(
         "sample",
         help="generate text from a checkpoint",
         description="Generate text from a model saved by `rnncore train`; the text streams to "
         "standard output as it is generated.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("checkpoint", metavar="CHECKPOINT")
-    s.add_argument("--prime", default=None, help="text to start from (default: a newline)")
-    s.add_argument("--length", type=_nonneg_int, default=2000)
-    s.add_argument("--temperature", type=_number(0.0, low_ok=False), default=1.0)
-    s.add_argument("--top-k", type=_nonneg_int, default=0, help="0: the whole vocabulary")
-    s.add_argument("--greedy", action="store_true", help="always the most likely character")
-    s.add_argument("--seed", type=_nonneg_int, default=None, help="default: fresh entropy")
-    s.add_argument("--threads", type=_positive_int, default=1)
+    s.add_argument("checkpoint", metavar="CHECKPOINT", help="a file saved by rnncore train")
+    _option(s, "--prime", help="text to start from (default: a newline)")
+    _option(s, "--length", type=_nonneg_int, default=2000, help="characters to generate")
+    _option(
+        s,
+        "--temperature",
+        type=_number(0.0, low_ok=False),
+        default=1.0,
+        help="below 1: more likely characters; above 1: more varied",
+    )
+    _option(s, "--top-k", type=_nonneg_int, default=0, help="0: the whole vocabulary")
+    _option(
+        s,
+        "--greedy",
+        action="store_true",
+        help="always the most likely character (default: sample)",
+    )
+    _option(s, "--seed", type=_nonneg_int, help="default: fresh entropy")
+    _option(s, "--threads", type=_positive_int, default=1)
     return parser
 
 

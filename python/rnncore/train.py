@@ -216,8 +216,9 @@ class Trainer:
                 break
 
     def sample(self, length: int = 200, *, seed: int | None = None) -> str:
-        """`length` characters drawn from the model at temperature 1 (as text: a bytes
-        vocabulary is decoded as UTF-8 with replacement), from a newline, with `seed`."""
+        """A sample of the model at temperature 1 with `seed`: `length` characters after a
+        newline (or, without one in the vocabulary, after a drawn first token, included), as
+        text (a bytes vocabulary is decoded as UTF-8 with replacement)."""
         stream = sample_stream(
             self.model, self.corpus.vocab, length=length, seed=seed, temperature=1.0
         )

@@ -14,6 +14,7 @@ import pytest
 from conftest import TEXT, UNICODE, num_threads, small_config
 from rnncore.checkpoint import load_checkpoint
 from rnncore.data import Corpus
+from rnncore.model import CharRNN
 from rnncore.reporting import Reporter
 from rnncore.train import FitResult, Trainer, TrainingDiverged
 
@@ -221,3 +222,15 @@ def test_fit_checks_its_options():
     with pytest.raises(ValueError, match=r"Trainer.fit: time_limit must be a finite number > 0"):
         t.fit(time_limit=0)
     assert t.step == 0
+
+
+def test_the_model_is_built_from_the_config_by_the_model():
+    corpus = Corpus.from_text(TEXT)
+    config = small_config(cell="gru", dtype="float64")
+    t = Trainer(corpus, config)
+    model = CharRNN.from_config(config, len(corpus.vocab))  # the same seed: the same weights
+    np.testing.assert_array_equal(model.params.data, t.model.params.data)
+    again = CharRNN.from_config(t.model.config)  # a checkpoint's model dict: the same shape
+    assert again.config == t.model.config and again.dtype == np.float64
+    with pytest.raises(TypeError, match="needs vocab_size"):
+        CharRNN.from_config(config)

@@ -34,12 +34,13 @@ def primitives() -> None:
     dist.check_replicas(group, step=0)  # equal: no error
     # gradients: rank r holds r + 1 everywhere, loss 10 r; the mean is 1.5 and the loss 5
     group.grad[:] = r + 1
-    loss, stop = dist.allreduce_gradients(group, 10.0 * r)
-    assert loss == 5.0 and stop is False, (loss, stop)
+    loss = dist.allreduce_gradients(group, 10.0 * r)
+    assert loss == 5.0, loss
     np.testing.assert_array_equal(group.grad, np.full(group.grad.shape, 1.5))
-    dist.stop_requested = r == 1  # one rank asks: every rank learns it
-    assert dist.allreduce_gradients(group, 0.0)[1] is True
-    dist.stop_requested = False
+    # a decision one rank wishes reaches every rank with the next allreduce, not before
+    assert dist.agree("interrupt", r == 1) is False
+    dist.allreduce_gradients(group, 0.0)
+    assert dist.agree("interrupt") is True and dist.agree("time_limit") is False
     assert dist.sum(1.0, 2.0 * r) == (2.0, 2.0)
     assert dist.any(r == 0) and not dist.any(False)
     # the full (L, B, H) state from (L, B/2, H) shards, and back

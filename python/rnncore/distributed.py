@@ -10,7 +10,7 @@ an optional extra: ``pip install "rnncore[mpi]"`` (mpi4py and MPICH's wheels).
 
 What travels, per step and otherwise::
 
-    every step          one Allreduce of (P + 2,): the flat gradients, the loss, a stop flag
+    every step          one Allreduce of (P + 3,): the flat gradients, the loss, two flags
     start               one Bcast of the parameters (P,) from rank 0
     evaluation          one Allreduce of (2,): the validation loss sum and token count
     evaluation, save    one allgather of the parameter checksums (crc32 of the bytes)
@@ -28,14 +28,13 @@ Shape legend
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import sys
 import traceback
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from types import FrameType, ModuleType
+from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
@@ -44,6 +43,7 @@ __all__ = [
     "INSTALL_HINT",
     "Distributed",
     "ReplicaDivergence",
+    "ShardedBatches",
     "from_environment",
     "import_mpi",
     "launched_size",
@@ -55,6 +55,8 @@ INSTALL_HINT = 'pip install "rnncore[mpi]"'
 # Set by the launchers for every rank: MPICH/Hydra and Slurm's PMI (PMI_SIZE), Open MPI,
 # MVAPICH. A size of 1, or none of them, is a plain single-process run.
 SIZE_VARIABLES: tuple[str, ...] = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+# Decisions the ranks must take at the same step boundary, carried by the gradient allreduce.
+FLAGS: tuple[str, ...] = ("interrupt", "time_limit")
 
 
 class ReplicaDivergence(RuntimeError):
@@ -119,12 +121,49 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Distributed | 
     return Distributed(comm)
 
 
-def rank_generator(seed: int | None, rank: int) -> np.random.Generator:
+def rank_generator(seed: int | None, rank: int, step: int | None = None) -> np.random.Generator:
     """The generator of rank `rank` for dropout masks: independent streams from one seed
-    (NumPy's SeedSequence spawn key), fresh entropy with seed None."""
+    (NumPy's SeedSequence spawn key (rank,), or (rank, step) for a run resumed with another
+    number of ranks at `step`); fresh entropy with seed None."""
     if seed is None:
         return np.random.default_rng()
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(rank,)))
+    key = (rank,) if step is None else (rank, step)
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+
+
+class ShardedBatches:
+    """One rank's view of a batch iterator (rnncore.data.BatchIterator): the same positions,
+    epochs and state_dict() as the global iterator, the batches cut to this rank's streams.
+
+    Args:
+        batches: the global iterator (B streams).
+        rows: this rank's streams (Distributed.shard).
+    """
+
+    def __init__(self, batches: Any, rows: slice) -> None:
+        self.batches, self.rows = batches, rows
+
+    def __getattr__(self, name: str) -> Any:  # position, progress, state_dict(), ...
+        return getattr(self.batches, name)
+
+    def cut(self, batch: Any) -> Any:
+        """The batch's x and y, (T, B/N) C-contiguous, this rank's streams."""
+        x = np.ascontiguousarray(batch.x[:, self.rows])
+        y = np.ascontiguousarray(batch.y[:, self.rows])
+        return type(batch)(x, y, batch.epoch, batch.index)
+
+    def __iter__(self) -> ShardedBatches:
+        return self
+
+    def __next__(self) -> Any:
+        return self.cut(next(self.batches))
+
+    def batch(self, index: int, epoch: int = 0) -> Any:
+        return self.cut(self.batches.batch(index, epoch))
+
+    def one_pass(self) -> Iterator[Any]:
+        for batch in self.batches.one_pass():
+            yield self.cut(batch)
 
 
 def _states_shard(state: Any, rows: slice) -> Any:
@@ -145,8 +184,7 @@ class Distributed:
         comm: an mpi4py intracommunicator.
 
     Attributes:
-        comm, rank (r), size (N), stop_requested (set by the SIGINT handler of
-        catch_interrupts; sent with the next allreduce_gradients).
+        comm, rank (r), size (N).
     """
 
     def __init__(self, comm: Any) -> None:
@@ -160,8 +198,9 @@ class Distributed:
         self.comm = comm
         self.rank: int = comm.Get_rank()
         self.size: int = comm.Get_size()
-        self.stop_requested = False
-        self._buf: Array | None = None  # (P + 2,) the reduction buffer, reused by every step
+        self._wish = dict.fromkeys(FLAGS, False)  # this rank's, sent with the next allreduce
+        self._agreed = dict.fromkeys(FLAGS, False)  # any rank's, as of the last allreduce
+        self._buf: Array | None = None  # (P + 1 + flags,) the reduction buffer, reused
 
     @property
     def is_root(self) -> bool:
@@ -202,27 +241,40 @@ class Distributed:
         """Make every replica start from rank 0's parameters (one Bcast of the flat buffer)."""
         self.comm.Bcast(group.data, root=0)
 
-    def allreduce_gradients(self, group: FlatParams, loss: float) -> tuple[float, bool]:
+    def allreduce_gradients(self, group: FlatParams, loss: float) -> float:
         """Average the gradients (and the loss) over the ranks, in place: one Allreduce.
 
-        The buffer carries the flat gradients, this rank's loss and its stop flag
-        (stop_requested), so that the ranks also agree on the loss (hence on skipping a
-        non-finite step) and on stopping at this step boundary without a second collective.
+        The buffer carries the flat gradients, this rank's loss and its wishes (agree()), so
+        that the ranks also agree on the loss (hence on skipping a non-finite step) and on
+        stopping at this step boundary, without a second collective.
 
         Returns:
-            (the mean loss over the ranks, whether any rank asked to stop).
+            the mean loss over the ranks.
         """
         g = group.grad
-        n = g.size
-        if self._buf is None or self._buf.size != n + 2 or self._buf.dtype != g.dtype:
-            self._buf = np.empty(n + 2, g.dtype)
+        n, k = g.size, len(FLAGS)
+        if self._buf is None or self._buf.size != n + 1 + k or self._buf.dtype != g.dtype:
+            self._buf = np.empty(n + 1 + k, g.dtype)
         buf = self._buf
         buf[:n] = g
         buf[n] = loss
-        buf[n + 1] = 1.0 if self.stop_requested else 0.0
+        buf[n + 1 :] = [self._wish[f] for f in FLAGS]
         self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
         np.divide(buf[:n], self.size, out=g)  # sum, then divide by N
-        return float(buf[n]) / self.size, bool(buf[n + 1] > 0)
+        self._agreed = {f: bool(buf[n + 1 + i] > 0) for i, f in enumerate(FLAGS)}
+        return float(buf[n]) / self.size
+
+    def agree(self, name: str, wish: bool = False) -> bool:
+        """A decision taken by all ranks at one step boundary (name: one of FLAGS).
+
+        Records this rank's wish (sticky: once True it stays), sent with the next
+        allreduce_gradients, and returns whether any rank had wished it by the last one, so
+        every rank gets the same answer after the same step.
+        """
+        if name not in FLAGS:
+            raise ValueError(f"Distributed.agree: name must be one of {FLAGS}, got {name!r}")
+        self._wish[name] = self._wish[name] or bool(wish)
+        return self._agreed[name]
 
     def check_replicas(self, group: FlatParams, *, step: int) -> None:
         """Check that every rank holds the same parameters, bitwise (crc32 of the bytes).
@@ -274,6 +326,62 @@ class Distributed:
             return tuple(np.concatenate(p, axis=1) for p in zip(*parts, strict=True))
         return np.concatenate(parts, axis=1)
 
+    # --- what the Trainer asks ---------------------------------------------------------------
+
+    def shard_batches(self, train: Any, val: Any, batch_size: int) -> tuple[Any, Any]:
+        """This rank's views (ShardedBatches) of the training and validation iterators."""
+        rows = self.shard(batch_size)
+        return ShardedBatches(train, rows), None if val is None else ShardedBatches(val, rows)
+
+    def start(self, model: Any, seed: int | None) -> None:
+        """Rank 0's parameters on every replica; this rank's dropout generator."""
+        self.broadcast_parameters(model.params)
+        model.rnn.generator.bit_generator.state = rank_generator(
+            seed, self.rank
+        ).bit_generator.state
+
+    def checkpoint_parts(
+        self, model: Any, state: Any, *, step: int
+    ) -> tuple[Any, dict[str, Any] | None]:
+        """(hidden, rng) of a checkpoint, on rank 0 (None, None elsewhere), after checking the
+        replicas: the full (L, B, H) state and every rank's generator ("model": rank 0's, as
+        a one-process checkpoint has it; "ranks": all, in rank order)."""
+        self.check_replicas(model.params, step=step)
+        generators = self.gather_generators(model.rnn.generator)
+        hidden = self.gather_state(state)
+        if generators is None:
+            return None, None
+        return hidden, {"model": generators[0], "ranks": generators}
+
+    def resume(
+        self, model: Any, rng: dict[str, Any] | None, hidden: Any, *, seed: int | None, step: int
+    ) -> Any:
+        """Continue a checkpoint's run on this rank; returns this rank's part of `hidden`.
+
+        With the number of ranks that saved it, each rank continues its own generator (an
+        exact resume); with another number, each rank starts rank_generator(seed, rank,
+        step): the same data position and state, other dropout masks.
+        """
+        rng = rng or {}
+        ranks = rng.get("ranks", [rng["model"]] if "model" in rng else [])
+        if len(ranks) == self.size:
+            model.rnn.generator.bit_generator.state = ranks[self.rank]
+        else:
+            fresh = rank_generator(seed, self.rank, step)
+            model.rnn.generator.bit_generator.state = fresh.bit_generator.state
+        if hidden is None:
+            return None
+        batch = (hidden[0] if isinstance(hidden, tuple) else hidden).shape[1]
+        return self.shard_state(hidden, batch)
+
+    def reduce_validation(
+        self, group: FlatParams, total: float, count: float, *, step: int
+    ) -> tuple[float, float]:
+        """(loss sum, token count) over every rank's streams, after checking the replicas."""
+        self.check_replicas(group, step=step)
+        total, count = self.sum(total, count)
+        return total, count
+
     # --- threads, interrupts, faults ---------------------------------------------------------
 
     def local_size(self) -> int:
@@ -296,25 +404,6 @@ class Distributed:
         that the PID in the launcher's report of a dead process names its rank."""
         entries = self.comm.allgather((os.getpid(), socket.gethostname()))
         return ", ".join(f"rank {r}: pid {p} on {h}" for r, (p, h) in enumerate(entries))
-
-    @contextmanager
-    def catch_interrupts(self) -> Iterator[None]:
-        """SIGINT (Ctrl-C; mpiexec forwards it to every rank) sets stop_requested instead of
-        raising KeyboardInterrupt, so that the ranks agree on stopping at a step boundary
-        (allreduce_gradients) and none is interrupted inside a collective."""
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stop_requested = True
-
-        try:
-            previous = signal.signal(signal.SIGINT, handler)
-        except ValueError:  # not the main thread: signals stay as they are
-            previous = None
-        try:
-            yield
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
 
     def abort(self, message: str, code: int = 1) -> None:
         """Print "rank r: message" to stderr and end every rank of the job (MPI Abort), so no

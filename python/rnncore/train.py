@@ -10,8 +10,12 @@ Two levels of driving it:
 
 - ``fit()``: a whole run with the policy of ``rnncore train`` (evaluate and save every N
   steps, samples, a time limit, a metrics file, Ctrl-C saving a checkpoint), reporting through a
-  Reporter (rnncore.reporting; the command line's prints a progress bar or log lines).
+  Reporter (rnncore.reporting; the command line's prints a progress bar or log lines); the
+  policy itself is rnncore.fit.FitRun.
 - ``run()`` / ``train_step()`` / ``evaluate()`` / ``save()``: the pieces, for a loop of one's own.
+
+With ``comm`` (an mpi4py communicator) it trains data-parallel over the ranks
+(rnncore.distributed, docs/distributed.md); without one nothing changes.
 
 Typical use::
 
@@ -23,15 +27,12 @@ Typical use::
 
 from __future__ import annotations
 
-import json
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .checks import flag, int_at_least, number
 from .config import TrainConfig
 from .data import Corpus, make_batch_iterators
+from .distributed import Distributed
 from .model import CharRNN
 from .optim import (
     LRSchedule,
@@ -79,20 +81,28 @@ class Trainer:
         corpus: the tokenised text; its tail (``val_fraction``) is the validation split.
         config: a TrainConfig.
         model: an existing model to train (its vocabulary must match); None: a new one.
+        comm: an mpi4py communicator: data-parallel training over its ranks, each on batch_size
+            / N of the streams (docs/distributed.md); None: this process alone.
 
     Attributes:
         model, optimizer, schedule, train, val (batch iterators; val None without a split),
         step (optimizer steps done), state (the hidden state carried to the next batch),
         history (dicts of step, val_loss: every evaluation), best_val_loss, resumed_at (the
-        step a Trainer.resume() started from; None for a new run).
+        step a Trainer.resume() started from; None for a new run), dist (a Distributed, or
+        None without comm).
     """
 
-    def __init__(self, corpus: Corpus, config: TrainConfig, *, model: CharRNN | None = None):
+    def __init__(
+        self, corpus: Corpus, config: TrainConfig, *, model: CharRNN | None = None, comm: Any = None
+    ):
         self.corpus, self.config = corpus, config
         c = config
         self.train, self.val = make_batch_iterators(
             corpus, c.batch_size, c.seq_length, val_fraction=c.val_fraction
         )
+        self.dist = None if comm is None else Distributed(comm)
+        if self.dist is not None:  # this rank's streams of the same batches
+            self.train, self.val = self.dist.shard_batches(self.train, self.val, c.batch_size)
         V = len(corpus.vocab)
         if model is None:
             model = CharRNN.from_config(c, V)
@@ -101,6 +111,8 @@ class Trainer:
                 f"Trainer: the model predicts {model.vocab_size} tokens but the corpus has {V}"
             )
         self.model = model
+        if self.dist is not None:
+            self.dist.start(model, c.seed)
         self.optimizer = make_optimizer(c.optimizer, model.params, lr=c.lr)
         self.schedule = LRSchedule(
             c.lr,
@@ -149,6 +161,8 @@ class Trainer:
         model.zero_grad()
         loss, state = model.train_step(batch.x, batch.y, self.state)
         group = model.params
+        if self.dist is not None:  # every replica takes the update of the global batch
+            loss = self.dist.allreduce_gradients(group, loss)
         finite = math.isfinite(loss) and grads_finite(group)
         norm = grad_norm(group) if finite else math.nan
         lr = self.schedule(self.step)
@@ -173,7 +187,7 @@ class Trainer:
                     + ("" if c.nonfinite == "stop" else f" ({self._bad_in_a_row} steps in a row)")
                     + ". Try a lower --lr or --grad-clip, or --dtype float64"
                 )
-        self._chars += batch.x.size
+        self._chars += batch.x.size * (1 if self.dist is None else self.dist.size)
         self._train_time += time.perf_counter() - t0
         return StepInfo(
             step=self.step,
@@ -197,6 +211,8 @@ class Trainer:
             loss, state = self.model.loss(batch.x, batch.y, state, training=False)
             total += loss * batch.x.size
             n += batch.x.size
+        if self.dist is not None:  # each rank evaluated its streams
+            total, n = self.dist.reduce_validation(self.model.params, total, n, step=self.step)
         val = total / n
         self.history.append({"step": self.step, "val_loss": val})
         self.best_val_loss = min(self.best_val_loss, val)
@@ -258,10 +274,14 @@ class Trainer:
             A FitResult (how the run ended, its curves). Neither Ctrl-C nor divergence is
             raised: the Trainer stays usable and resumable.
         """
+        from .fit import FitRun  # here: fit.py imports this module
+
         where = "Trainer.fit"
-        run = _Fit(
+        if reporter is None or (self.dist is not None and not self.dist.is_root):
+            reporter, metrics = Reporter(), None  # with comm, rank 0 alone reports
+        run = FitRun(
             self,
-            reporter if reporter is not None else Reporter(),
+            reporter,
             checkpoint=checkpoint,
             eval_every=int_at_least(where, "eval_every", eval_every, 0),
             sample_every=int_at_least(where, "sample_every", sample_every, 0),
@@ -277,8 +297,12 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------
 
     def checkpoint(self, **metrics: Any) -> Checkpoint:
-        """Everything needed to continue this run exactly (or to sample from the model)."""
+        """Everything needed to continue this run exactly (or to sample from the model).
+        With comm, collective: on rank 0 the state of every stream and every rank's generator."""
         hidden = self.state
+        rng = {"model": self.model.rnn.generator.bit_generator.state}
+        if self.dist is not None:
+            hidden, rng = self.dist.checkpoint_parts(self.model, hidden, step=self.step)
         return Checkpoint(
             weights=self.model.state_dict(),
             config={
@@ -290,14 +314,16 @@ class Trainer:
             step=self.step,
             optimizer=self.optimizer.state_dict(),
             data_position=self.train.state_dict(),
-            rng={"model": self.model.rnn.generator.bit_generator.state},
+            rng=rng,
             hidden=hidden,
             metrics={"best_val_loss": self.best_val_loss, "history": self.history, **metrics},
         )
 
     def save(self, path: str | Path, **metrics: Any) -> Path:
-        """Write checkpoint() atomically to `path`; returns the path."""
+        """Write checkpoint() atomically to `path` (with comm: collective, rank 0 writes)."""
         ckpt = self.checkpoint(**metrics)
+        if self.dist is not None and not self.dist.is_root:
+            return Path(path)
         for name, w in ckpt.weights.items():
             # Not reached by training (a step with non-finite gradients is never applied), but
             # weights can be set by hand; save_checkpoint itself refuses them too.
@@ -311,10 +337,14 @@ class Trainer:
         return save_checkpoint(path, ckpt)
 
     @classmethod
-    def resume(cls, path: str | Path, corpus: Corpus, **overrides: Any) -> Trainer:
+    def resume(
+        cls, path: str | Path, corpus: Corpus, *, comm: Any = None, **overrides: Any
+    ) -> Trainer:
         """A Trainer continuing the run saved at `path` on the same corpus.
 
         Args:
+            comm: as Trainer's; exact with the number of ranks that saved the run, the same
+                data position and state with another (docs/distributed.md).
             overrides: TrainConfig fields to change for the rest of the run (max_steps,
                 max_epochs, lr, ...); the model's shape always comes from the checkpoint.
 
@@ -331,7 +361,7 @@ class Trainer:
         train_cfg.update(overrides)
         config = TrainConfig.from_dict(train_cfg)
         model = model_from_checkpoint(ckpt)
-        trainer = cls(corpus, config, model=model)
+        trainer = cls(corpus, config, model=model, comm=comm)
         trainer.optimizer.load_state_dict(ckpt.optimizer)
         trainer.step = ckpt.step
         if ckpt.data_position is not None:
@@ -339,142 +369,14 @@ class Trainer:
         if ckpt.rng and "model" in ckpt.rng:
             model.rnn.generator.bit_generator.state = ckpt.rng["model"]
         trainer.state = ckpt.hidden
+        if trainer.dist is not None:
+            trainer.state = trainer.dist.resume(
+                model, ckpt.rng, ckpt.hidden, seed=config.seed, step=ckpt.step
+            )
         trainer.resumed_at = trainer.step
         trainer.history = list(ckpt.metrics.get("history", []))
         trainer.best_val_loss = float(ckpt.metrics.get("best_val_loss", math.inf))
         return trainer
-
-
-class _Fit:
-    """One Trainer.fit() run: its options, its state between steps and its metrics file."""
-
-    def __init__(
-        self,
-        trainer: Trainer,
-        reporter: Reporter,
-        *,
-        checkpoint: str | Path | None,
-        eval_every: int,
-        sample_every: int,
-        sample_length: int,
-        log_every: int,
-        time_limit: float | None,
-    ) -> None:
-        self.trainer, self.reporter = trainer, reporter
-        self.checkpoint, self.time_limit = checkpoint, time_limit
-        self.eval_every, self.sample_every = eval_every, sample_every
-        self.sample_length, self.log_every = sample_length, log_every
-        c = trainer.config
-        self.total = c.max_steps  # the progress bar's end; None: unknown
-        if self.total is None and c.max_epochs:
-            self.total = math.ceil(c.max_epochs * trainer.train.batches_per_epoch)
-        self.result = FitResult(
-            checkpoint=checkpoint,
-            val_curve=[(int(h["step"]), float(h["val_loss"])) for h in trainer.history],
-        )
-        self.last_val: float | None = self.result.val_curve[-1][1] if trainer.history else None
-        self.window: list[float] = []  # training losses since the last log
-        self.metrics_file: IO[str] | None = None
-        self.interrupted = False
-        self.start_step, self.start_time = trainer.step, time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start_time
-
-    def run(self, metrics: str | Path | None, *, handle_sigint: bool) -> FitResult:
-        t, result = self.trainer, self.result
-        self.reporter.start(t, self.total, self.time_limit)
-        self.metrics_file = open(metrics, "a", encoding="utf-8") if metrics else None
-        self.start_step, self.start_time = t.step, time.perf_counter()
-        install = handle_sigint and threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, self.on_sigint) if install else None
-        try:
-            t.run(self.callback)
-            if self.interrupted:
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            result.status = "interrupted"
-            if self.checkpoint is not None:
-                t.save(self.checkpoint)
-        except TrainingDiverged as e:
-            result.status, result.error = "diverged", e
-        finally:
-            if install:
-                signal.signal(signal.SIGINT, previous)
-            self.reporter.close()
-            if self.metrics_file is not None:
-                self.metrics_file.close()
-        result.step, result.epoch, result.best_val_loss = t.step, t.epoch, t.best_val_loss
-        result.elapsed_s = self.elapsed()
-        self.reporter.end(t, result)
-        return result
-
-    def on_sigint(self, signum: int, frame: Any) -> None:
-        if self.interrupted:
-            raise KeyboardInterrupt
-        self.interrupted = True
-
-    def callback(self, t: Trainer, info: StepInfo) -> bool | None:
-        if self.interrupted:  # Ctrl-C during the step: stop before reporting it
-            return True
-        return self.after_step(info) or self.interrupted
-
-    def after_step(self, info: StepInfo) -> bool:
-        """Log, sample, evaluate and save as due after a step; True: the time is up."""
-        t, reporter = self.trainer, self.reporter
-        if info.skipped:
-            reporter.skipped(info)
-            return False
-        self.window.append(info.loss)
-        s = info.step
-        if s % self.log_every == 0 or t.done():
-            mean = sum(self.window) / len(self.window)
-            self.window.clear()
-            self.result.train_curve.append((s, mean))
-            rate = (s - self.start_step) / max(1e-9, self.elapsed())
-            eta = (self.total - s) / rate if self.total and rate > 0 else math.nan
-            if self.time_limit:  # whichever ends first
-                left = 60 * self.time_limit - self.elapsed()
-                eta = left if math.isnan(eta) else min(eta, left)
-            reporter.log(info, mean, self.last_val, eta)
-            self.record(info, mean, None)
-        if self.sample_every and s % self.sample_every == 0:
-            reporter.sample(s, t.sample(self.sample_length, seed=s))
-        out_of_time = self.time_limit is not None and self.elapsed() >= 60 * self.time_limit
-        if (self.eval_every and s % self.eval_every == 0) or t.done() or out_of_time:
-            self.evaluate_and_save(info)
-        if out_of_time:
-            self.result.status = "time_limit"
-            reporter.time_limit(s, self.time_limit)
-        return out_of_time
-
-    def evaluate_and_save(self, info: StepInfo) -> None:
-        t = self.trainer
-        val = self.last_val = t.evaluate()
-        if math.isfinite(val):
-            self.result.val_curve.append((t.step, val))
-        if self.checkpoint is not None:
-            t.save(self.checkpoint)
-        self.record(info, None, val if math.isfinite(val) else None)
-        self.result.best_val_loss = t.best_val_loss
-        self.reporter.evaluated(t, val, self.result)
-
-    def record(self, info: StepInfo, train_loss: float | None, val_loss: float | None) -> None:
-        """One metrics line (when there is a metrics file)."""
-        if self.metrics_file is None:
-            return
-        row: dict[str, Any] = {
-            "step": info.step,
-            "epoch": round(info.epoch, 6),
-            "train_loss": train_loss,
-            "lr": info.lr,
-            "chars_per_sec": round(info.chars_per_sec, 1),
-            "elapsed_s": round(self.elapsed(), 3),
-        }
-        if val_loss is not None:
-            row["val_loss"] = val_loss
-        self.metrics_file.write(json.dumps(row) + "\n")
-        self.metrics_file.flush()
 
 
 def model_from_checkpoint(ckpt: Checkpoint) -> CharRNN:

@@ -14,9 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import rnncore.distributed as distributed
+from rnncore import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "mpi_worker.py"
@@ -82,3 +84,63 @@ def test_collectives_on_two_ranks():
     out = mpirun(str(WORKER), "primitives")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "rank 0: OK" in out.stdout and "rank 1: OK" in out.stdout
+
+
+# --- `mpiexec -n 2 rnncore train` against one process --------------------------------------
+
+FLAGS = ["--hidden-size", "32", "--embedding-size", "16", "--batch-size", "8"]
+FLAGS += ["--seq-length", "16", "--sample-every", "0", "--no-progress", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> Path:
+    """60,000 characters of the shipped tiny-shakespeare."""
+    from rnncore.data import default_corpus_path
+
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text(default_corpus_path().read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    return path
+
+
+def train_two_ranks(*flags: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    out = mpirun("-m", "rnncore.cli", "train", *flags, timeout=timeout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "rnncore train: 2 MPI ranks x 1 threads (rank 0: pid" in out.stdout
+    return out
+
+
+def train_one_process(*flags: str) -> None:
+    from rnncore.cli import main
+
+    assert main(list(flags)) == 0
+
+
+def relative_differences(a: dict, b: dict) -> dict[str, float]:
+    """max|a - b| / max|b| per tensor."""
+    assert a.keys() == b.keys()
+    return {k: float(np.abs(a[k] - b[k]).max() / np.abs(b[k]).max()) for k in b}
+
+
+@needs_mpi
+@pytest.mark.parametrize(("dtype", "tol"), [("float64", 1e-10), ("float32", 1e-4)])
+def test_two_ranks_train_as_one_process_with_the_same_global_batch(text, tmp_path, dtype, tol):
+    """2 ranks × 4 streams against 1 process × 8 streams, dropout 0, 20 Adam steps: the same
+    parameters, hidden state (gathered from both ranks) and validation losses."""
+    run = ["train", str(text), *FLAGS, "--dtype", dtype, "--max-steps", "20"]
+    run += ["--eval-every", "10", "--dropout", "0"]
+    train_two_ranks(*run[1:], "--checkpoint", str(tmp_path / "two.npz"))
+    train_one_process(*run, "--checkpoint", str(tmp_path / "one.npz"))
+    two, one = load_checkpoint(tmp_path / "two.npz"), load_checkpoint(tmp_path / "one.npz")
+    assert two.step == one.step == 20
+    diffs = relative_differences(two.weights, one.weights)
+    print(f"{dtype}: max relative difference per tensor after 20 steps", diffs)
+    assert max(diffs.values()) <= tol, diffs
+    assert two.hidden[0].shape == (2, 8, 32)  # the full (L, B, H) state, both ranks' streams
+    hidden = {"h": two.hidden[0], "c": two.hidden[1]}
+    ref = {"h": one.hidden[0], "c": one.hidden[1]}
+    assert max(relative_differences(hidden, ref).values()) <= 100 * tol
+    val2 = [h["val_loss"] for h in two.metrics["history"]]
+    val1 = [h["val_loss"] for h in one.metrics["history"]]
+    np.testing.assert_allclose(val2, val1, rtol=tol)
+    assert len(two.rng["ranks"]) == 2 and two.rng["model"] == two.rng["ranks"][0]
+    assert two.data_position == one.data_position

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from . import set_num_threads
+from . import distributed, get_num_threads, set_num_threads
 from .checkpoint import load_checkpoint
 from .data import ENCODINGS, DataError, load_corpus
 from .model import CELLS
@@ -269,6 +269,26 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
             "--plot needs matplotlib, which is not installed: pip install matplotlib "
             "(or pip install 'rnncore[plot]')"
         )
+    try:  # under mpiexec with N > 1 ranks: data-parallel (docs/distributed.md)
+        dist = distributed.from_environment()
+    except (ImportError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+    if dist is None:
+        return _train_on(args, out, None)
+    with dist.abort_on_error(expected=(UsageError,)):  # no rank left waiting for another
+        threads = args.threads or dist.default_threads()
+        distributed.limit_blas_threads(threads)  # NumPy's own BLAS: no extra spinning threads
+        set_num_threads(threads)
+        ranks = dist.rank_map()  # collective: every rank
+        if dist.is_root:
+            print(
+                f"rnncore train: {dist.size} MPI ranks x {get_num_threads()} threads ({ranks})",
+                file=out,
+            )
+        return _train_on(args, out, dist.comm)
+
+
+def _train_on(args: argparse.Namespace, out: IO[str], comm: Any) -> int:
     if args.threads:
         set_num_threads(args.threads)
     try:
@@ -281,13 +301,13 @@ def _train(args: argparse.Namespace, out: IO[str]) -> int:
             overrides: dict[str, Any] = {"nonfinite": args.nonfinite}
             if max_steps is not None or max_epochs is not None:
                 overrides |= {"max_steps": max_steps, "max_epochs": max_epochs}
-            trainer = Trainer.resume(args.resume, corpus, **overrides)
+            trainer = Trainer.resume(args.resume, corpus, comm=comm, **overrides)
         else:
             # The flags carry TrainConfig's field names; from_dict keeps just those.
             config = TrainConfig.from_dict(vars(args))
             if config.max_steps is None and config.max_epochs is None and not args.time_limit:
                 config.max_epochs = 1.0  # a bounded default: one pass over the text
-            trainer = Trainer(corpus, config)
+            trainer = Trainer(corpus, config, comm=comm)
     except (ValueError, FileNotFoundError) as e:  # DataError and CheckpointError included
         raise UsageError(str(e)) from None
     reporter = ConsoleReporter(out, tty=out.isatty() and not args.no_progress, plot=args.plot)

@@ -47,6 +47,7 @@ __all__ = [
     "from_environment",
     "import_mpi",
     "launched_size",
+    "limit_blas_threads",
     "rank_generator",
 ]
 
@@ -119,6 +120,22 @@ def from_environment(environ: Mapping[str, str] | None = None) -> Distributed | 
             f"); use the mpiexec installed with it ({INSTALL_HINT} puts one in the venv's bin)"
         )
     return Distributed(comm)
+
+
+def limit_blas_threads(n: int) -> bool:
+    """Limit every BLAS loaded in the process to `n` threads (threadpoolctl, part of the mpi
+    extra); returns False where threadpoolctl is missing.
+
+    NumPy brings an OpenBLAS of its own (besides rnncore's), used by the optimizer's norms
+    and dot products; by default it starts a thread per core, and N ranks' idle threads
+    spinning on the same cores made a 2-rank run on 2 cores 15x slower than it should be.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=n, user_api="blas")
+    return True
 
 
 def rank_generator(seed: int | None, rank: int, step: int | None = None) -> np.random.Generator:
@@ -412,9 +429,10 @@ class Distributed:
         self.comm.Abort(code)
 
     @contextmanager
-    def abort_on_error(self) -> Iterator[None]:
-        """Turn an exception (or a non-zero exit) in this rank into abort(): the traceback
-        and "rank r: Error: message" on stderr, then MPI Abort of the whole job."""
+    def abort_on_error(self, expected: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+        """Turn an exception (or a non-zero exit) in this rank into abort(): "rank r: Error:
+        message" on stderr (after the traceback, except for the `expected` types), then MPI
+        Abort of the whole job (exit status 2 for an expected error, else 1)."""
         try:
             yield
         except SystemExit as e:
@@ -424,6 +442,7 @@ class Distributed:
                 self.abort(str(e.code))
             raise
         except BaseException as e:
-            traceback.print_exc(file=sys.stderr)
-            self.abort(f"{type(e).__name__}: {e}")
+            if not isinstance(e, expected):
+                traceback.print_exc(file=sys.stderr)
+            self.abort(f"{type(e).__name__}: {e}", 2 if isinstance(e, expected) else 1)
             raise

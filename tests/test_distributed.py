@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +146,105 @@ def test_two_ranks_train_as_one_process_with_the_same_global_batch(text, tmp_pat
     np.testing.assert_allclose(val2, val1, rtol=tol)
     assert len(two.rng["ranks"]) == 2 and two.rng["model"] == two.rng["ranks"][0]
     assert two.data_position == one.data_position
+
+
+@needs_mpi
+def test_resume_with_two_ranks_is_exact(text, tmp_path):
+    """Dropout 0.3 (each rank draws its own masks): 20 steps straight and 10 + a resume + 10
+    give the same parameters bitwise; the checkpoint holds both ranks' generators."""
+    run = [str(text), *FLAGS, "--dtype", "float64", "--dropout", "0.3", "--eval-every", "0"]
+    train_two_ranks(*run, "--max-steps", "20", "--checkpoint", str(tmp_path / "straight.npz"))
+    half = str(tmp_path / "half.npz")
+    train_two_ranks(*run, "--max-steps", "10", "--checkpoint", half)
+    saved = load_checkpoint(half)
+    assert saved.step == 10 and saved.rng["ranks"][0] != saved.rng["ranks"][1]
+    train_two_ranks(
+        str(text), "--resume", half, "--max-steps", "20", "--checkpoint", half, "--threads", "1"
+    )
+    straight, resumed = load_checkpoint(tmp_path / "straight.npz"), load_checkpoint(half)
+    assert resumed.step == 20
+    for name, w in straight.weights.items():
+        np.testing.assert_array_equal(resumed.weights[name], w, err_msg=name)
+    for a, b in zip(resumed.hidden, straight.hidden, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@needs_mpi
+def test_batch_size_not_divisible_by_the_ranks_is_a_clear_error(text):
+    out = mpirun("-m", "rnncore.cli", "train", str(text), *FLAGS, "--batch-size", "7")
+    assert out.returncode == 2
+    assert (
+        "rank 0: UsageError: batch_size must be divisible by the number of MPI ranks N = 2 "
+        "(each rank trains batch_size / N streams), got batch_size 7" in out.stderr
+    ), out.stdout + out.stderr
+
+
+def test_a_run_under_mpiexec_without_mpi4py_says_how_to_install_it(text):
+    """What each rank does when the launcher says 2 ranks and mpi4py is not installed."""
+    code = (
+        "import sys; sys.modules['mpi4py'] = None; from rnncore.cli import main; "
+        f"sys.exit(main(['train', {str(text)!r}, '--max-steps', '1']))"
+    )
+    env = os.environ | {"PMI_SIZE": "2", "PMI_RANK": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 2
+    assert (
+        "rnncore train: error: rnncore: data-parallel training needs mpi4py and an MPI "
+        in out.stderr
+    )
+    assert 'pip install "rnncore[mpi]"' in out.stderr
+
+
+@needs_mpi
+def test_killing_a_rank_ends_the_run_naming_it_with_a_loadable_checkpoint(text, tmp_path):
+    """SIGKILL of rank 1 once a checkpoint exists: mpiexec ends the job within seconds, its
+    report names the dead process's PID, which the rank map line names as rank 1; the last
+    checkpoint loads."""
+    ckpt = tmp_path / "run.npz"
+    flags = [str(text), *FLAGS, "--max-steps", "100000", "--eval-every", "20"]
+    env = {k: v for k, v in os.environ.items() if k not in distributed.SIZE_VARIABLES}
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "rnncore.cli", "train", *flags]
+    cmd += ["--checkpoint", str(ckpt)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # "rnncore train: 2 MPI ranks x 1 threads (rank 0: pid ...)"
+    pid = int(first.split("rank 1: pid ")[1].split()[0])
+    deadline = time.monotonic() + 30
+    while not ckpt.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "no checkpoint within 30 s"
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    rest, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - killed < 10
+    assert proc.returncode != 0
+    assert "BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES" in rest
+    assert f"PID {pid} " in rest and f"rank 1: pid {pid} on" in first
+    saved = load_checkpoint(ckpt)
+    assert saved.step > 0 and saved.step % 20 == 0
+
+
+@needs_mpi
+def test_ctrl_c_stops_every_rank_at_one_step_and_rank_0_saves(text, tmp_path):
+    """SIGINT to mpiexec (which forwards it to the ranks): both ranks stop after the same
+    step, rank 0 saves it, exit status 130 -- no hang, no rank interrupted in a collective."""
+    ckpt = tmp_path / "run.npz"
+    flags = [str(text), *FLAGS, "--max-steps", "100000", "--eval-every", "0", "--log-every", "1"]
+    env = {k: v for k, v in os.environ.items() if k not in distributed.SIZE_VARIABLES}
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "rnncore.cli", "train", *flags]
+    cmd += ["--checkpoint", str(ckpt)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("step 30/"):
+            break
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    saved = load_checkpoint(ckpt)
+    assert saved.step >= 30
+    assert f"step {saved.step}" in rest  # rank 0's saved step is the one it reported last
+    assert "EXIT CODE: 130" in rest or proc.returncode == 130, rest

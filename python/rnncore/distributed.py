@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 import traceback
 import zlib
 from collections.abc import Iterator, Mapping
@@ -425,7 +426,12 @@ class Distributed:
     def abort(self, message: str, code: int = 1) -> None:
         """Print "rank r: message" to stderr and end every rank of the job (MPI Abort), so no
         rank waits forever in a collective for this one."""
-        print(f"rank {self.rank}: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        sys.stderr.write(f"rank {self.rank}: {message}\n")
+        sys.stderr.flush()
+        # MPICH's mpiexec tears the job down at once and can drop output it has not forwarded
+        # yet: a moment for the message to reach it.
+        time.sleep(0.5)
         self.comm.Abort(code)
 
     @contextmanager

@@ -18,64 +18,26 @@ namespace {
 
 struct GruCache : SeqCache {
   bool reset_after;
-  Block gates, aux;  // (T,B,3H) activated r, z, n (blocked); (T,B,H) see gru.h
-  std::size_t nbytes() const { return SeqCache::nbytes() + gates.bytes() + aux.bytes(); }
   std::string describe() const {
     return SeqCache::describe() + (reset_after ? " reset_after" : " reset_before");
   }
 };
 
-// W_hh rows (or b_hh) in the order gru.h describes: blocked G = 3 when reset_after; else
-// r, z blocked G = 2, then n plain. `src` in PyTorch's order, (3H, cols).
-template <typename T>
-void gru_recurrent_layout(T *dst, const T *src, int H, idx cols, bool reset_after) {
-  if (reset_after) {
-    block_gate_rows<T>(dst, src, GateBlocks{H, 3}, cols);
-    return;
-  }
-  block_gate_rows<T>(dst, src, GateBlocks{H, 2}, cols);
-  const idx n0 = 2 * static_cast<idx>(H) * cols;
-  std::memcpy(dst + n0, src + n0, static_cast<std::size_t>(H * cols) * sizeof(T));
-}
-
 template <typename T>
 py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool training) {
-  constexpr int G = 3;
-  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H, H3 = G * H;
-  const std::size_t sz = sizeof(T);
-  // Biases stay separate: b_hn sits inside r ⊙ (...) when reset_after.
-  Block b_ih(static_cast<std::size_t>(H3) * sz), b_hh(static_cast<std::size_t>(H3) * sz);
-  Block tmp(static_cast<std::size_t>(H3) * sz);
-  const T *bi = ptr_or_null<T>(a.b_ih), *bh = ptr_or_null<T>(a.b_hh);
-  for (idx j = 0; j < H3; ++j) tmp.as<T>()[j] = bi ? bi[j] : T(0);
-  block_gate_rows<T>(b_ih.as<T>(), tmp.as<T>(), GateBlocks{int(H), G}, 1);
-  for (idx j = 0; j < H3; ++j) tmp.as<T>()[j] = bh ? bh[j] : T(0);
-  gru_recurrent_layout<T>(b_hh.as<T>(), tmp.as<T>(), int(H), 1, reset_after);
-
-  auto y = new_array<T>({Tn, B, H});
-  auto h_n = new_array<T>({B, H});
-  const T *h0 = ptr_or_null<T>(a.h0);
-  auto c = std::make_unique<GruCache>();  // inference: lives only for this call
-  fill_cache(*c, a, dt, G);
+  const SeqSizes n = sizes_of(a);
+  auto y = new_array<T>({a.T, a.B, a.H});
+  auto h_n = new_array<T>({a.B, a.H});
+  auto c = new_cache<GruCache, GruWorkspace<T>>(a, dt);  // inference: lives only for this call
   c->reset_after = reset_after;
-  c->gates = Block(static_cast<std::size_t>(Tn * B * H3) * sz);
-  c->aux = Block(static_cast<std::size_t>(Tn * BH) * sz);
-  Block gh(static_cast<std::size_t>(B * H3) * sz);
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
+    const SeqInputs<T> in = inputs_of(a);
     ComputeScope nogil;
-    T *hs = c->h_states.as<T>();
-    copy_input_side<T>(*c, a, G);
-    gru_recurrent_layout<T>(c->w_hh.as<T>(), a.w_hh.data(), int(H), H, reset_after);
-    if (h0)
-      std::memcpy(hs, h0, static_cast<std::size_t>(BH) * sz);
-    else
-      std::memset(hs, 0, static_cast<std::size_t>(BH) * sz);
-    gru_forward<T>(hs + BH, c->gates.as<T>(), c->aux.as<T>(), gh.as<T>(), c->x_ptr<T>(),
-                   c->ids_ptr(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(), b_ih.as<T>(), b_hh.as<T>(),
-                   reset_after, int(Tn), int(B), int(D), int(H));
-    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
-    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+    const auto ws = c->template workspace<GruWorkspace<T>>();
+    ws.prepare(in, n, reset_after);
+    gru_forward<T>(ws.forward_args(n), reset_after);
+    read_outputs(yp, hnp, ws.seq, n);
   }
   py::object cache = training ? py::cast(std::move(c)) : py::none();
   return py::make_tuple(y, h_n, cache);
@@ -99,32 +61,29 @@ py::tuple gru_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
 
 template <typename T>
 py::tuple gru_backward_impl(const GruCache &c, py::handle dy_, py::handle dh_n_) {
-  constexpr int G = 3;
   Dims d = cache_dims("gru_backward", c);
   py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
-  const idx Tn = c.T, B = c.B, D = c.D, H = c.H, H3 = G * H;
-  const std::size_t sz = sizeof(T);
-  T *dxp = nullptr;
-  auto [dx, dx_scratch] = dx_or_scratch<T>(c, H3, &dxp);
-  auto dh0 = new_array<T>({B, H});
-  auto dw_ih = new_array<T>({H3, D});
-  auto dw_hh = new_array<T>({H3, H});
+  const SeqSizes n = c.sizes();
+  const idx H3 = 3 * c.H;
+  T *dxp;
+  py::object dx = new_dx<T>(c, &dxp);
+  auto dh0 = new_array<T>({c.B, c.H});
+  auto dw_ih = new_array<T>({H3, c.D});
+  auto dw_hh = new_array<T>({H3, c.H});
   auto db_ih = new_array<T>({H3});
   auto db_hh = new_array<T>({H3});
-  Block dgi(static_cast<std::size_t>(Tn * B * H3) * sz),
-      dgh(static_cast<std::size_t>(Tn * B * H3) * sz);
-  Block dw_scratch(static_cast<std::size_t>(H3 * (D + H + 2)) * sz);
-  Block dh(static_cast<std::size_t>(B * H) * sz), drh(static_cast<std::size_t>(B * H) * sz);
+  auto scratch = carve_block<GruScratch<T>>(n, c.one_hot);
+  const GruBackwardArgs<T> args{{dxp, dh0.mutable_data(), dw_ih.mutable_data(),
+                                 dw_hh.mutable_data(), db_ih.mutable_data(), db_hh.mutable_data()},
+                                ptr_or_null<T>(dy),
+                                ptr_or_null<T>(dh_n),
+                                c.workspace<GruWorkspace<T>>(),
+                                scratch.at,
+                                n};
   {
-    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
-    T *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(),
-      *dbi = db_ih.mutable_data(), *dbh = db_hh.mutable_data();
     ComputeScope nogil;
-    gru_backward<T>(dxp, dh0p, dwi, dwh, dbi, dbh, dgi.as<T>(), dgh.as<T>(), dw_scratch.as<T>(),
-                    dh.as<T>(), drh.as<T>(), dyp, dhp, c.h_states.as<T>(), c.gates.as<T>(),
-                    c.aux.as<T>(), c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(),
-                    c.reset_after, int(Tn), int(B), int(D), int(H));
+    gru_backward<T>(args, c.reset_after);
   }
   py::object bi = c.has_b_ih ? py::object(db_ih) : py::none();
   py::object bh = c.has_b_hh ? py::object(db_hh) : py::none();

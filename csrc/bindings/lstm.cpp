@@ -16,42 +16,24 @@ namespace rnncore::bindings {
 
 namespace {
 
-struct LstmCache : SeqCache {
-  Block c_states, gates;  // (T+1,B,H) slot 0 = c0; (T,B,4H) activated gates, blocked
-  std::size_t nbytes() const { return SeqCache::nbytes() + c_states.bytes() + gates.bytes(); }
-  std::string describe() const { return SeqCache::describe(); }
-};
+struct LstmCache : SeqCache {};
 
 template <typename T>
 py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
-  constexpr int G = 4;
-  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
-  const std::size_t sz = sizeof(T);
-  Block bias = combined_bias(a, G);
-  auto y = new_array<T>({Tn, B, H});
-  auto h_n = new_array<T>({B, H});
-  auto c_n = new_array<T>({B, H});
-  const T *h0 = ptr_or_null<T>(a.h0), *c0 = ptr_or_null<T>(a.c0);
+  const SeqSizes n = sizes_of(a);
+  auto y = new_array<T>({a.T, a.B, a.H});
+  auto h_n = new_array<T>({a.B, a.H});
+  auto c_n = new_array<T>({a.B, a.H});
   // Inference keeps nothing: the same workspace lives only for this call.
-  auto c = std::make_unique<LstmCache>();
-  fill_cache(*c, a, dt, G);
-  c->c_states = Block(static_cast<std::size_t>((Tn + 1) * BH) * sz);
-  c->gates = Block(static_cast<std::size_t>(Tn * B * G * H) * sz);
+  auto c = new_cache<LstmCache, LstmWorkspace<T>>(a, dt);
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
+    const SeqInputs<T> in = inputs_of(a);
     ComputeScope nogil;
-    T *hs = c->h_states.as<T>(), *cs = c->c_states.as<T>();
-    copy_inputs<T>(*c, hs, a, h0, G);
-    if (c0)
-      std::memcpy(cs, c0, static_cast<std::size_t>(BH) * sz);
-    else
-      std::memset(cs, 0, static_cast<std::size_t>(BH) * sz);
-    lstm_forward<T>(hs + BH, cs + BH, c->gates.as<T>(), c->x_ptr<T>(), c->ids_ptr(), hs, cs,
-                    c->w_ih.as<T>(), c->w_hh.as<T>(), bias.as<T>(), int(Tn), int(B), int(D),
-                    int(H));
-    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sz);
-    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sz);
-    std::memcpy(cnp, cs + Tn * BH, static_cast<std::size_t>(BH) * sz);
+    const auto ws = c->template workspace<LstmWorkspace<T>>();
+    ws.prepare(in, n);
+    lstm_forward<T>(ws.forward_args(n));
+    ws.read_outputs(yp, hnp, cnp, n);
   }
   py::object cache = training ? py::cast(std::move(c)) : py::none();
   return py::make_tuple(y, h_n, c_n, cache);
@@ -74,32 +56,31 @@ py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle
 template <typename T>
 py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n_,
                              py::handle dc_n_) {
-  constexpr int G = 4;
   Dims d = cache_dims("lstm_backward", c);
   py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
   py::object dc_n = take_grad<T>(d, c, dc_n_, "dc_n", "BH");
-  const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
-  const std::size_t sz = sizeof(T);
-  T *dxp = nullptr;
-  auto [dx, dx_scratch] = dx_or_scratch<T>(c, G * H, &dxp);
-  auto dh0 = new_array<T>({B, H});
-  auto dc0 = new_array<T>({B, H});
-  auto dw_ih = new_array<T>({G * H, D});
-  auto dw_hh = new_array<T>({G * H, H});
-  auto db = new_array<T>({G * H});
-  Block dgates(static_cast<std::size_t>(Tn * B * G * H) * sz);
-  Block dw_scratch(static_cast<std::size_t>(G * H * (D + H + 1)) * sz);
-  Block dh(static_cast<std::size_t>(B * H) * sz);
+  const SeqSizes n = c.sizes();
+  const idx H4 = 4 * c.H;
+  T *dxp;
+  py::object dx = new_dx<T>(c, &dxp);
+  auto dh0 = new_array<T>({c.B, c.H});
+  auto dc0 = new_array<T>({c.B, c.H});
+  auto dw_ih = new_array<T>({H4, c.D});
+  auto dw_hh = new_array<T>({H4, c.H});
+  auto db = new_array<T>({H4});
+  auto scratch = carve_block<LstmScratch<T>>(n, c.one_hot);
+  const LstmBackwardArgs<T> args{{dxp, dh0.mutable_data(), dc0.mutable_data(), dw_ih.mutable_data(),
+                                  dw_hh.mutable_data(), db.mutable_data()},
+                                 ptr_or_null<T>(dy),
+                                 ptr_or_null<T>(dh_n),
+                                 ptr_or_null<T>(dc_n),
+                                 c.workspace<LstmWorkspace<T>>(),
+                                 scratch.at,
+                                 n};
   {
-    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n), *dcp = ptr_or_null<T>(dc_n);
-    T *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data(), *dwi = dw_ih.mutable_data(),
-      *dwh = dw_hh.mutable_data(), *dbp = db.mutable_data();
     ComputeScope nogil;
-    lstm_backward<T>(dxp, dh0p, dc0p, dwi, dwh, dbp, dgates.as<T>(), dw_scratch.as<T>(), dh.as<T>(),
-                     dyp, dhp, dcp, c.h_states.as<T>(), c.c_states.as<T>(), c.gates.as<T>(),
-                     c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), int(Tn), int(B),
-                     int(D), int(H));
+    lstm_backward<T>(args);
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);

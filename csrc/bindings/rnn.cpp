@@ -18,7 +18,6 @@ namespace {
 
 struct RnnCache : SeqCache {
   Activation act;
-  std::size_t nbytes() const { return SeqCache::nbytes(); }
   std::string describe() const {
     return SeqCache::describe() + (act == Activation::Tanh ? " tanh" : " relu");
   }
@@ -26,37 +25,31 @@ struct RnnCache : SeqCache {
 
 template <typename T>
 py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool training) {
-  const idx Tn = a.T, B = a.B, D = a.D, H = a.H, BH = B * H;
-  Block bias = combined_bias(a, 1);
-  auto y = new_array<T>({Tn, B, H});
-  auto h_n = new_array<T>({B, H});
-  const T *h0 = ptr_or_null<T>(a.h0);
+  const SeqSizes n = sizes_of(a);
+  const SeqInputs<T> in = inputs_of(a);
+  auto y = new_array<T>({a.T, a.B, a.H});
+  auto h_n = new_array<T>({a.B, a.H});
   T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
   if (!training && !a.one_hot) {  // nothing to keep: straight from the arguments
-    Block zeros(h0 ? 0 : static_cast<std::size_t>(BH) * sizeof(T));
+    auto tmp = carve_block<RnnInferenceBuffers<T>>(n, in.h0 == nullptr);
     {
       ComputeScope nogil;
-      if (!h0) {
-        std::memset(zeros.as<T>(), 0, zeros.bytes());
-        h0 = zeros.as<T>();
-      }
-      rnn_forward<T>(yp, a.x.data(), nullptr, h0, a.w_ih.data(), a.w_hh.data(), bias.as<T>(), act,
-                     int(Tn), int(B), int(D), int(H));
-      std::memcpy(hnp, Tn > 0 ? yp + (Tn - 1) * BH : h0, static_cast<std::size_t>(BH) * sizeof(T));
+      tmp.at.prepare(in, n);
+      const T *h0 = in.h0 ? in.h0 : tmp.at.h0;
+      rnn_forward<T>({yp, in.x, nullptr, h0, in.w_ih, in.w_hh, tmp.at.bias, act, n});
+      std::memcpy(hnp, n.T > 0 ? yp + (n.T - 1) * n.BH() : h0,
+                  static_cast<std::size_t>(n.BH()) * sizeof(T));
     }
     return py::make_tuple(y, h_n, py::none());  // with the GIL again
   }
-  auto c = std::make_unique<RnnCache>();
-  fill_cache(*c, a, dt, 1);
+  auto c = new_cache<RnnCache, RnnWorkspace<T>>(a, dt);
   c->act = act;
   {
     ComputeScope nogil;
-    T *hs = c->h_states.as<T>();
-    copy_inputs<T>(*c, hs, a, h0, 1);
-    rnn_forward<T>(hs + BH, c->x_ptr<T>(), c->ids_ptr(), hs, c->w_ih.as<T>(), c->w_hh.as<T>(),
-                   bias.as<T>(), act, int(Tn), int(B), int(D), int(H));
-    std::memcpy(yp, hs + BH, static_cast<std::size_t>(Tn * BH) * sizeof(T));
-    std::memcpy(hnp, hs + Tn * BH, static_cast<std::size_t>(BH) * sizeof(T));
+    const auto ws = c->template workspace<RnnWorkspace<T>>();
+    ws.prepare(in, n);
+    rnn_forward<T>(ws.forward_args(act, n));
+    read_outputs(yp, hnp, ws.seq, n);
   }
   return py::make_tuple(y, h_n, training ? py::cast(std::move(c)) : py::none());
 }
@@ -88,22 +81,25 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
   Dims d = cache_dims("rnn_backward", c);
   py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
-  const idx Tn = c.T, B = c.B, D = c.D, H = c.H;
-  T *dxp = nullptr;
-  auto [dx, dx_scratch] = dx_or_scratch<T>(c, H, &dxp);
-  auto dh0 = new_array<T>({B, H});
-  auto dw_ih = new_array<T>({H, D});
-  auto dw_hh = new_array<T>({H, H});
-  auto db = new_array<T>({H});
-  Block dpre(static_cast<std::size_t>(Tn * B * H) * sizeof(T));
+  const SeqSizes n = c.sizes();
+  T *dxp;
+  py::object dx = new_dx<T>(c, &dxp);
+  auto dh0 = new_array<T>({c.B, c.H});
+  auto dw_ih = new_array<T>({c.H, c.D});
+  auto dw_hh = new_array<T>({c.H, c.H});
+  auto db = new_array<T>({c.H});
+  auto scratch = carve_block<RnnScratch<T>>(n, c.one_hot);
+  const RnnBackwardArgs<T> args{
+      {dxp, dh0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(), db.mutable_data()},
+      ptr_or_null<T>(dy),
+      ptr_or_null<T>(dh_n),
+      c.workspace<RnnWorkspace<T>>(),
+      scratch.at,
+      c.act,
+      n};
   {
-    const T *dyp = ptr_or_null<T>(dy), *dhp = ptr_or_null<T>(dh_n);
-    T *dh0p = dh0.mutable_data(), *dwi = dw_ih.mutable_data(), *dwh = dw_hh.mutable_data(),
-      *dbp = db.mutable_data();
     ComputeScope nogil;
-    rnn_backward<T>(dxp, dh0p, dwi, dwh, dbp, dpre.as<T>(), dyp, dhp, c.h_states.as<T>(),
-                    c.x_ptr<T>(), c.ids_ptr(), c.w_ih.as<T>(), c.w_hh.as<T>(), c.act, int(Tn),
-                    int(B), int(D), int(H));
+    rnn_backward<T>(args);
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);

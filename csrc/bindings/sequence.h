@@ -14,7 +14,7 @@
 
 #include "bindings/arrays.h"
 #include "bindings/validate.h"
-#include "common/gates.h"
+#include "common/sequence.h"
 #include "common/workspace.h"
 
 namespace rnncore::bindings {
@@ -116,99 +116,56 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
   return a;
 }
 
-// State shared by every cell's cache: copies of x and the (gate-blocked) weights, h_0..h_T.
+// What every cell's cache holds: the sizes and flags of its forward, and the one block of the
+// cell's workspace (cells/*.h: <Cell>Workspace), carved again by the backward.
 struct SeqCache {
   DType dtype;
   idx T, B, D, H;
   bool has_b_ih, has_b_hh, one_hot;
-  // (T,B,D) or, for one-hot input, ids (T,B); w_ih (G*H,D), or its transpose (D,G*H) for one-hot
-  // input; w_hh (G*H,H); h_states (T+1,B,H) with slot 0 = h0.
-  Block x, ids, w_ih, w_hh, h_states;
-  std::size_t nbytes() const {
-    return x.bytes() + ids.bytes() + w_ih.bytes() + w_hh.bytes() + h_states.bytes();
-  }
-  template <typename T>
-  const T *x_ptr() const {
-    return one_hot ? nullptr : x.as<T>();
-  }
-  const std::int32_t *ids_ptr() const { return one_hot ? ids.as<std::int32_t>() : nullptr; }
+  Block block;
+  std::size_t nbytes() const { return block.bytes(); }
+  SeqSizes sizes() const { return {int(T), int(B), int(D), int(H)}; }
   std::string describe() const {
     return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " D=" + std::to_string(D) +
            " H=" + std::to_string(H) + " " + dtype_name(dtype) + (one_hot ? " one-hot" : "");
   }
+  // The cell's workspace in the block (the layout its forward carved).
+  template <typename Workspace>
+  Workspace workspace() const {
+    Carver at(block.as<void>());
+    return Workspace::carve(at, sizes(), one_hot);
+  }
 };
 
-// Fill the shared part of a cache: copy x, re-lay the weights (G > 1) and put h0 in slot 0.
 template <typename T>
-void fill_cache(SeqCache &c, const SeqArgs<T> &a, DType dt, int G) {
-  c.dtype = dt;
-  c.T = a.T, c.B = a.B, c.D = a.D, c.H = a.H;
-  c.has_b_ih = !a.b_ih.is_none();
-  c.has_b_hh = !a.b_hh.is_none();
-  c.one_hot = a.one_hot;
-  const std::size_t sz = sizeof(T);
-  if (a.one_hot)
-    c.ids = Block(static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
-  else
-    c.x = Block(static_cast<std::size_t>(a.T * a.B * a.D) * sz);
-  c.w_ih = Block(static_cast<std::size_t>(G * a.H * a.D) * sz);
-  c.w_hh = Block(static_cast<std::size_t>(G * a.H * a.H) * sz);
-  c.h_states = Block(static_cast<std::size_t>((a.T + 1) * a.B * a.H) * sz);
+SeqSizes sizes_of(const SeqArgs<T> &a) {
+  return {int(a.T), int(a.B), int(a.D), int(a.H)};
 }
 
-// Copies done without the GIL: x, the weights (gate-blocked when G > 1), h0 (or zeros).
-// The input side into the cache: x (or the ids) and w_ih, gate-blocked when G > 1 and
-// transposed to (D, G*H) for one-hot input (common/input.h).
+// The arguments as the cells take them (common/sequence.h): raw pointers, nullptr where absent.
 template <typename T>
-void copy_input_side(SeqCache &c, const SeqArgs<T> &a, int G) {
-  const idx N = G * a.H, D = a.D;
-  if (a.one_hot)
-    std::memcpy(c.ids.as<std::int32_t>(), a.ids.data(),
-                static_cast<std::size_t>(a.T * a.B) * sizeof(std::int32_t));
-  else
-    std::memcpy(c.x.as<T>(), a.x.data(), static_cast<std::size_t>(a.T * a.B * D) * sizeof(T));
-  Block blocked;
-  const T *w = a.w_ih.data();  // (N, D) in the cell's row order
-  if (G > 1) {
-    blocked = Block(a.one_hot ? static_cast<std::size_t>(N * D) * sizeof(T) : 0);
-    T *dst = a.one_hot ? blocked.as<T>() : c.w_ih.as<T>();
-    block_gate_rows<T>(dst, a.w_ih.data(), GateBlocks{int(a.H), G}, D);
-    w = dst;
-  }
-  T *out = c.w_ih.as<T>();
-  if (a.one_hot) {
-    for (idx r = 0; r < N; ++r)
-      for (idx d = 0; d < D; ++d) out[d * N + r] = w[r * D + d];
-  } else if (G == 1) {
-    std::memcpy(out, w, static_cast<std::size_t>(N * D) * sizeof(T));
-  }
+SeqInputs<T> inputs_of(const SeqArgs<T> &a) {
+  return {a.one_hot ? nullptr : a.x.data(),
+          a.one_hot ? a.ids.data() : nullptr,
+          ptr_or_null<T>(a.h0),
+          ptr_or_null<T>(a.c0),
+          a.w_ih.data(),
+          a.w_hh.data(),
+          ptr_or_null<T>(a.b_ih),
+          ptr_or_null<T>(a.b_hh)};
 }
 
-template <typename T>
-void copy_inputs(SeqCache &c, T *h0_dst, const SeqArgs<T> &a, const T *h0, int G) {
-  copy_input_side<T>(c, a, G);
-  T *w_hh_dst = c.w_hh.as<T>();
-  if (G == 1)
-    std::memcpy(w_hh_dst, a.w_hh.data(), static_cast<std::size_t>(a.H * a.H) * sizeof(T));
-  else
-    block_gate_rows<T>(w_hh_dst, a.w_hh.data(), GateBlocks{int(a.H), G}, a.H);
-  const std::size_t bh = static_cast<std::size_t>(a.B * a.H) * sizeof(T);
-  if (h0)
-    std::memcpy(h0_dst, h0, bh);
-  else
-    std::memset(h0_dst, 0, bh);
-}
-
-// b_ih + b_hh (zeros where absent), gate-blocked when G > 1: (G*H).
-template <typename T>
-Block combined_bias(const SeqArgs<T> &a, int G) {
-  const idx n = G * a.H;
-  Block sum(static_cast<std::size_t>(n) * sizeof(T)), out(static_cast<std::size_t>(n) * sizeof(T));
-  const T *bi = ptr_or_null<T>(a.b_ih), *bh = ptr_or_null<T>(a.b_hh);
-  for (idx j = 0; j < n; ++j) sum.as<T>()[j] = (bi ? bi[j] : T(0)) + (bh ? bh[j] : T(0));
-  if (G == 1) return sum;
-  block_gate_rows<T>(out.as<T>(), sum.as<T>(), GateBlocks{int(a.H), G}, 1);
-  return out;
+// A new cache for the forward's arguments, holding the cell's workspace (Workspace::carve).
+template <typename Cache, typename Workspace, typename T>
+std::unique_ptr<Cache> new_cache(const SeqArgs<T> &a, DType dt) {
+  auto c = std::make_unique<Cache>();
+  c->dtype = dt;
+  c->T = a.T, c->B = a.B, c->D = a.D, c->H = a.H;
+  c->has_b_ih = !a.b_ih.is_none();
+  c->has_b_hh = !a.b_hh.is_none();
+  c->one_hot = a.one_hot;
+  c->block = carve_block<Workspace>(sizes_of(a), a.one_hot).block;
+  return c;
 }
 
 // The cache argument of a backward call, or a TypeError naming what came instead.
@@ -238,18 +195,14 @@ inline Dims cache_dims(const char *fn, const SeqCache &c) {
   return d;
 }
 
-// dx of a backward call: a new (T, B, D) array, or for one-hot input (no dx) None and a
-// (D, N) scratch block the kernel uses instead.
+// dx of a backward call: a new (T, B, D) array, or None for one-hot input (no dx).
 template <typename T>
-std::pair<py::object, Block> dx_or_scratch(const SeqCache &c, idx N, T **ptr) {
-  if (c.one_hot) {
-    Block scratch(static_cast<std::size_t>(c.D * N) * sizeof(T));
-    *ptr = scratch.as<T>();
-    return {py::none(), std::move(scratch)};
-  }
+py::object new_dx(const SeqCache &c, T **ptr) {
+  *ptr = nullptr;
+  if (c.one_hot) return py::none();
   auto dx = new_array<T>({c.T, c.B, c.D});
   *ptr = dx.mutable_data();
-  return {dx, Block()};
+  return dx;
 }
 
 // (db_ih, db_hh) from the one bias gradient db: the same values, separate arrays.

@@ -19,20 +19,18 @@
 #include <omp.h>
 
 #include <cstddef>
+#include <cstring>
 
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/input.h"
+#include "common/sequence.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
 
 namespace rnncore {
 
 namespace {
-
-constexpr int kColAlign = 16;  // 64 bytes of float: slices never share a cache line
-
-using idx = std::ptrdiff_t;
 
 // h_t = act(pre + bias) in place over columns [j0, j1) of B rows. Branch-free loop bodies
 // (the activation and the presence of dy are decided outside) so that GCC vectorises them.
@@ -60,123 +58,116 @@ inline T act_grad(Activation act, T h) {
 template <typename T>
 void activate_backward(T *g, const T *dy, const T *h, Activation act, int B, int H, int j0,
                        int j1) {
-  for (int b = 0; b < B; ++b) {
-    const idx o = static_cast<idx>(b) * H;
-    T *gr = g + o;
-    const T *hr = h + o;
-    if (dy) {
-      const T *dyr = dy + o;
+  with_dy(dy, [&](auto has_dy) {
+    for (int b = 0; b < B; ++b) {
+      const idx o = static_cast<idx>(b) * H;
+      T *gr = g + o;
+      const T *hr = h + o, *dyr = has_dy ? dy + o : nullptr;
       if (act == Activation::Tanh) {
 #pragma omp simd
-        for (int j = j0; j < j1; ++j) gr[j] = (gr[j] + dyr[j]) * act_grad(Activation::Tanh, hr[j]);
+        for (int j = j0; j < j1; ++j)
+          gr[j] = (has_dy ? gr[j] + dyr[j] : gr[j]) * act_grad(Activation::Tanh, hr[j]);
       } else {
 #pragma omp simd
-        for (int j = j0; j < j1; ++j) gr[j] = (gr[j] + dyr[j]) * act_grad(Activation::Relu, hr[j]);
+        for (int j = j0; j < j1; ++j)
+          gr[j] = (has_dy ? gr[j] + dyr[j] : gr[j]) * act_grad(Activation::Relu, hr[j]);
       }
-    } else if (act == Activation::Tanh) {
-#pragma omp simd
-      for (int j = j0; j < j1; ++j) gr[j] = gr[j] * act_grad(Activation::Tanh, hr[j]);
-    } else {
-#pragma omp simd
-      for (int j = j0; j < j1; ++j) gr[j] = gr[j] * act_grad(Activation::Relu, hr[j]);
     }
-  }
+  });
 }
 
 }  // namespace
 
 template <typename T>
-void rnn_forward(T *hs, const T *x, const std::int32_t *ids, const T *h0, const T *w_ih,
-                 const T *w_hh, const T *bias, Activation act, int T_, int B, int D, int H) {
-  if (T_ == 0 || B == 0 || H == 0) return;
-  const idx BH = static_cast<idx>(B) * H;
-  const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
-  const PackArena<T> arena(H, H, nt);
+void RnnWorkspace<T>::prepare(const SeqInputs<T> &in, SeqSizes n) const {
+  const GateBlocks g1{n.H, 1};  // G = 1: plain rows
+  keep_inputs(seq, in, n);
+  layout_input_weights<T>(seq.w_ih, in.w_ih, g1, n.D, in.ids != nullptr);
+  std::memcpy(seq.w_hh, in.w_hh, static_cast<std::size_t>(n.H) * n.H * sizeof(T));
+  sum_bias_blocked<T>(bias, in.b_ih, in.b_hh, g1);
+}
+
+template <typename T>
+void RnnInferenceBuffers<T>::prepare(const SeqInputs<T> &in, SeqSizes n) const {
+  sum_bias_blocked<T>(bias, in.b_ih, in.b_hh, GateBlocks{n.H, 1});
+  if (h0) std::memset(h0, 0, static_cast<std::size_t>(n.BH()) * sizeof(T));
+}
+
+template <typename T>
+void rnn_forward(const RnnForwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  if (empty_sequence(n)) return;
+  const idx BH = n.BH();
+  const int nt = cell_threads(n, 1);
+  const PackArena<T> arena(n.H, n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
-    const int p = omp_get_num_threads() > 1 ? omp_get_thread_num() : 0;
-    const Range r = split(H, omp_get_num_threads(), p, kColAlign);
-    const StepGemm<T> rec = arena.slice(w_hh, H, true, r.begin, r.end, p);  // h W_hh^T
+    const ThreadSlice s = thread_slice(n.H);
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
     // Input projection of all T*B rows, this thread's columns: hs[:, :, j0:j1] = x W_ih[j0:j1]^T
-    input_projection<T>(hs, H, x, ids, w_ih, T_ * B, D, r.begin, r.end);
-    for (int t = 0; t < T_; ++t) {
-      const T *h_prev = t == 0 ? h0 : hs + (t - 1) * BH;  // (B,H)
-      T *h = hs + t * BH;                                 // (B,H)
-      rec.run(h, H, h_prev, H, B, true);
-      activate<T>(h, bias, act, B, H, r.begin, r.end);
+    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, s.j0, s.j1);
+    for (int t = 0; t < n.T; ++t) {
+      const T *h_prev = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H)
+      T *h = a.hs + t * BH;                                   // (B,H)
+      rec.run(h, n.H, h_prev, n.H, n.B, true);
+      activate<T>(h, a.bias, a.act, n.B, n.H, s.j0, s.j1);
 #pragma omp barrier
     }
   }
 }
 
 template <typename T>
-void rnn_backward(T *dx, T *dh0, T *dw_ih, T *dw_hh, T *db, T *dpre, const T *dy, const T *dh_n,
-                  const T *states, const T *x, const std::int32_t *ids, const T *w_ih,
-                  const T *w_hh, Activation act, int T_, int B, int D, int H) {
-  const idx BH = static_cast<idx>(B) * H;
-  const int TB = T_ * B;
-  if (TB == 0 || H == 0) {  // nothing flows through time: dh0 = dh_n, the rest is zero
-    for (idx i = 0; i < BH; ++i) dh0[i] = dh_n ? dh_n[i] : T(0);
-    for (idx i = 0; i < static_cast<idx>(H) * D; ++i) dw_ih[i] = T(0);
-    for (idx i = 0; i < static_cast<idx>(H) * H; ++i) dw_hh[i] = T(0);
-    for (int j = 0; db && j < H; ++j) db[j] = T(0);
-    if (!ids)
-      for (idx i = 0; i < static_cast<idx>(TB) * D; ++i) dx[i] = T(0);
+void rnn_backward(const RnnBackwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  const RnnGrads<T> &g = a.out;
+  const T *states = a.fwd.seq.h_states, *x = a.fwd.seq.x, *w_ih = a.fwd.seq.w_ih;
+  const std::int32_t *ids = a.fwd.seq.ids;
+  const idx BH = n.BH(), H = n.H;
+  const int TB = n.TB();
+  if (empty_sequence(n)) {
+    empty_sequence_grads<T>({{g.dh0, a.dh_n}}, BH,
+                            {{g.dw_ih, H * n.D}, {g.dw_hh, H * H}, {g.db, H}, {g.dx, TB * n.D}});
     return;
   }
-  const int nt = threads_for(2.0 * B * H * H, (H + kColAlign - 1) / kColAlign);
-  const PackArena<T> arena(H, H, nt);
+  T *dpre = a.scratch.dpre;  // (T,B,H)
+  const int nt = cell_threads(n, 1);
+  const PackArena<T> arena(n.H, n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
-    const int np = omp_get_num_threads();
-    const int p = np > 1 ? omp_get_thread_num() : 0;
-    const Range r = split(H, np, p, kColAlign);
-    const int j0 = r.begin, j1 = r.end;
-    const StepGemm<T> rec = arena.slice(w_hh, H, false, j0, j1, p);  // dpre W_hh
+    const ThreadSlice s = thread_slice(n.H);
+    const int j0 = s.j0, j1 = s.j1;
+    const StepGemm<T> rec = arena.slice(a.fwd.seq.w_hh, n.H, false, j0, j1, s.p);  // dpre W_hh
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
-    T *g = dpre + (T_ - 1) * BH;  // (B,H)
-    for (int b = 0; b < B; ++b)
-      for (int j = j0; j < j1; ++j)
-        g[b * static_cast<idx>(H) + j] = dh_n ? dh_n[b * static_cast<idx>(H) + j] : T(0);
-    activate_backward<T>(g, dy ? dy + (T_ - 1) * BH : nullptr, states + T_ * BH, act, B, H, j0, j1);
+    T *last = dpre + (n.T - 1) * BH;  // (B,H)
+    copy_or_zero_cols(last, a.dh_n, n.B, n.H, j0, j1);
+    activate_backward<T>(last, a.dy ? a.dy + (n.T - 1) * BH : nullptr, states + n.T * BH, a.act,
+                         n.B, n.H, j0, j1);
 #pragma omp barrier
-    for (int t = T_ - 1; t >= 0; --t) {
+    for (int t = n.T - 1; t >= 0; --t) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place.
-      T *g_prev = t > 0 ? dpre + (t - 1) * BH : dh0;  // (B,H)
-      rec.run(g_prev, H, dpre + t * BH, H, B, false);
+      T *g_prev = t > 0 ? dpre + (t - 1) * BH : g.dh0;  // (B,H)
+      rec.run(g_prev, n.H, dpre + t * BH, n.H, n.B, false);
       if (t > 0)
-        activate_backward<T>(g_prev, dy ? dy + (t - 1) * BH : nullptr, states + t * BH, act, B, H,
-                             j0, j1);
+        activate_backward<T>(g_prev, a.dy ? a.dy + (t - 1) * BH : nullptr, states + t * BH, a.act,
+                             n.B, n.H, j0, j1);
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
     //   dW_ih[j0:j1] = dpre[:, :, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, :, j0:j1]^T h_{0..T-1}.
     if (j1 > j0) {
-      input_weight_grad<T>(dw_ih, dpre, H, x, ids, TB, D, H, j0, j1, dx);  // dx: scratch if ids
-      gemm_rows<T>(j0, j1, true, false, H, TB, dpre, H, states, H, T(0), dw_hh, H);
+      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, TB, n.D, n.H, j0, j1, a.scratch.dw_onehot);
+      gemm_rows<T>(j0, j1, true, false, n.H, TB, dpre, n.H, states, n.H, T(0), g.dw_hh, n.H);
     }
-    if (db) {
-      for (int j = j0; j < j1; ++j) db[j] = T(0);
-      for (idx i = 0; i < TB; ++i) {
-        const T *row = dpre + i * H;
-#pragma omp simd
-        for (int j = j0; j < j1; ++j) db[j] += row[j];
-      }
-    }
-    // dx = dpre W_ih, split by rows: every column of dpre is complete after the last barrier.
-    if (!ids) {
-      const Range rows = split(TB, np, p, 1);
-      gemm_rows<T>(rows.begin, rows.end, false, false, D, H, dpre, H, w_ih, D, T(0), dx, D);
-    }
+    if (g.db) col_sums<T>(g.db, dpre, TB, H, j0, j1);
+    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, TB, n.D, s);
   }
 }
 
-#define RNNCORE_INSTANTIATE(T)                                                                     \
-  template void rnn_forward<T>(T *, const T *, const std::int32_t *, const T *, const T *,         \
-                               const T *, const T *, Activation, int, int, int, int);              \
-  template void rnn_backward<T>(T *, T *, T *, T *, T *, T *, const T *, const T *, const T *,     \
-                                const T *, const std::int32_t *, const T *, const T *, Activation, \
-                                int, int, int, int);
+#define RNNCORE_INSTANTIATE(T)                             \
+  template struct RnnWorkspace<T>;                         \
+  template struct RnnInferenceBuffers<T>;                  \
+  template void rnn_forward<T>(const RnnForwardArgs<T> &); \
+  template void rnn_backward<T>(const RnnBackwardArgs<T> &);
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)
 #undef RNNCORE_INSTANTIATE

@@ -1,42 +1,97 @@
 // Vanilla RNN over a whole sequence (PyTorch nn.RNN equation and layout):
 //   h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh),  act = tanh or relu.
+//
+// The cell's contract: its argument structs, the workspace a training forward keeps for the
+// backward and the backward's scratch (named buffers of one block each, common/workspace.h),
+// and the weight layout (plain rows; W_ih transposed for one-hot input, common/input.h).
+// Shape legend: T steps, B batch, D input size, H hidden size.
 #pragma once
 
 #include <cstdint>
+
+#include "common/sequence.h"
 
 namespace rnncore {
 
 enum class Activation { Tanh, Relu };
 
-// Forward. hs[t] = h_{t+1}; h_{t-1} of step 0 is h0. For training, pass hs = states + B*H with
-// states[0] = h0 so that states (T+1,B,H) is what rnn_backward reads.
-// One-hot input (ids not null): x is unused, ids (T,B) holds token ids in [0, D) and w_ih is
-// given transposed, (D,H) (common/input.h); backward then uses dx as (D,H) scratch, not output.
 template <typename T>
-void rnn_forward(T *hs,                    // (T,B,H) out
-                 const T *x,               // (T,B,D), or nullptr
-                 const std::int32_t *ids,  // (T,B), or nullptr
-                 const T *h0,              // (B,H)
-                 const T *w_ih,            // (H,D)
-                 const T *w_hh,            // (H,H)
-                 const T *bias,            // (H) b_ih + b_hh (zeros when there are none)
-                 Activation act, int T_, int B, int D, int H);
+struct RnnForwardArgs {
+  T *hs;                    // (T,B,H) out: h_1 .. h_T
+  const T *x;               // (T,B,D), or nullptr for one-hot input
+  const std::int32_t *ids;  // (T,B) token ids in [0, D), or nullptr
+  const T *h0;              // (B,H)
+  const T *w_ih;            // (H,D); one-hot input: (D,H), its transpose
+  const T *w_hh;            // (H,H)
+  const T *bias;            // (H) b_ih + b_hh (zeros when there are none)
+  Activation act;
+  SeqSizes n;
+};
 
-// Backward (BPTT). Writes (does not accumulate) every gradient; db is d(b_ih) = d(b_hh).
+// What a training forward keeps for the backward.
 template <typename T>
-void rnn_backward(T *dx,                    // (T,B,D) out
-                  T *dh0,                   // (B,H) out
-                  T *dw_ih,                 // (H,D) out
-                  T *dw_hh,                 // (H,H) out
-                  T *db,                    // (H) out, or nullptr
-                  T *dpre,                  // (T,B,H) scratch: gradient of the pre-activations
-                  const T *dy,              // (T,B,H) or nullptr (zero)
-                  const T *dh_n,            // (B,H) or nullptr (zero)
-                  const T *states,          // (T+1,B,H) h_0 .. h_T from the forward
-                  const T *x,               // (T,B,D), or nullptr
-                  const std::int32_t *ids,  // (T,B), or nullptr
-                  const T *w_ih,            // (H,D), or (D,H) for one-hot input
-                  const T *w_hh,            // (H,H)
-                  Activation act, int T_, int B, int D, int H);
+struct RnnWorkspace {
+  SeqBuffers<T> seq;  // x or ids, w_ih, w_hh, h_states (T+1,B,H)
+  T *bias;            // (H) b_ih + b_hh
+
+  static RnnWorkspace carve(Carver &c, SeqSizes n, bool one_hot) {
+    return {SeqBuffers<T>::carve(c, n, 1, one_hot), c.take<T>(static_cast<std::size_t>(n.H))};
+  }
+  // The call's arguments into the workspace, in the kernel's layout (once per call).
+  void prepare(const SeqInputs<T> &in, SeqSizes n) const;
+  RnnForwardArgs<T> forward_args(Activation act, SeqSizes n) const {
+    return {seq.h_states + n.BH(), seq.x, seq.ids, seq.h_states, seq.w_ih, seq.w_hh, bias, act, n};
+  }
+};
+
+// Inference on dense input reads the arguments as they are: only the bias sum and, without h0,
+// the zero state are made.
+template <typename T>
+struct RnnInferenceBuffers {
+  T *bias;  // (H) b_ih + b_hh
+  T *h0;    // (B,H) zeros, or nullptr when the call has an h0
+
+  static RnnInferenceBuffers carve(Carver &c, SeqSizes n, bool zero_h0) {
+    T *bias = c.take<T>(static_cast<std::size_t>(n.H));
+    return {bias, zero_h0 ? c.take<T>(static_cast<std::size_t>(n.BH())) : nullptr};
+  }
+  void prepare(const SeqInputs<T> &in, SeqSizes n) const;
+};
+
+template <typename T>
+struct RnnGrads {  // written, not accumulated
+  T *dx;           // (T,B,D), or nullptr for one-hot input
+  T *dh0;          // (B,H)
+  T *dw_ih;        // (H,D)
+  T *dw_hh;        // (H,H)
+  T *db;           // (H) d(b_ih) = d(b_hh), or nullptr
+};
+
+template <typename T>
+struct RnnScratch {
+  T *dpre;       // (T,B,H) gradient of the pre-activations
+  T *dw_onehot;  // (D,H) one-hot input's dW_ih accumulator, else nullptr
+
+  static RnnScratch carve(Carver &c, SeqSizes n, bool one_hot) {
+    T *dpre = c.take<T>(static_cast<std::size_t>(n.TB()) * n.H);
+    return {dpre, one_hot ? c.take<T>(static_cast<std::size_t>(n.D) * n.H) : nullptr};
+  }
+};
+
+template <typename T>
+struct RnnBackwardArgs {
+  RnnGrads<T> out;
+  const T *dy;          // (T,B,H) or nullptr (zero)
+  const T *dh_n;        // (B,H) or nullptr (zero)
+  RnnWorkspace<T> fwd;  // from the forward, read only
+  RnnScratch<T> scratch;
+  Activation act;
+  SeqSizes n;
+};
+
+template <typename T>
+void rnn_forward(const RnnForwardArgs<T> &a);
+template <typename T>
+void rnn_backward(const RnnBackwardArgs<T> &a);
 
 }  // namespace rnncore

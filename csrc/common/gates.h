@@ -48,6 +48,19 @@ inline void with_block_width(int width, F &&f) {
     f(std::integral_constant<int, 0>{});
 }
 
+// f(k, w) for each unit block k in [k0, k1), w its width: std::integral_constant<int, kUnitBlock>
+// for a full block (with_block_width), an int for a partial last one.
+template <typename F>
+void for_unit_blocks(GateBlocks gb, int k0, int k1, F &&f) {
+  for (int k = k0; k < k1; ++k)
+    with_block_width(gb.width(k), [&](auto width) {
+      if constexpr (decltype(width)::value != 0)
+        f(k, width);
+      else
+        f(k, gb.width(k));
+    });
+}
+
 // dst (G*H, cols) blocked <- src (G*H, cols) in PyTorch order; cols = 1 for a bias.
 template <typename T>
 void block_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols) {
@@ -65,6 +78,17 @@ void unblock_gate_rows(T *dst, const T *src, GateBlocks gb, std::ptrdiff_t cols,
     for (int j = j0; j < j1; ++j)
       std::memcpy(dst + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * cols,
                   src + gb.row(g, j) * cols, static_cast<std::size_t>(cols) * sizeof(T));
+}
+
+// dst (G*H) blocked = b_ih + b_hh, zeros where absent: the one bias of a cell whose two biases
+// add (RNN, LSTM).
+template <typename T>
+void sum_bias_blocked(T *dst, const T *b_ih, const T *b_hh, GateBlocks gb) {
+  for (int g = 0; g < gb.G; ++g)
+    for (int j = 0; j < gb.H; ++j) {
+      const std::ptrdiff_t i = static_cast<std::ptrdiff_t>(g) * gb.H + j;
+      dst[gb.row(g, j)] = (b_ih ? b_ih[i] : T(0)) + (b_hh ? b_hh[i] : T(0));
+    }
 }
 
 }  // namespace rnncore

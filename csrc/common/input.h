@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "common/blas.h"
+#include "common/gates.h"
 
 namespace rnncore {
 
@@ -59,6 +60,23 @@ void input_weight_grad(T *dw, const T *g, int ldg, const T *x, const std::int32_
   for (int c = c0; c < c1; ++c)
     for (int d = 0; d < D; ++d)
       dw[static_cast<std::ptrdiff_t>(c) * D + d] = scratch[static_cast<std::ptrdiff_t>(d) * N + c];
+}
+
+// W_ih (N = G*H, D) in PyTorch's row order -> the cell's layout: gate-blocked rows (the identity
+// for G = 1), transposed to Wt (D, N) for one-hot input. Paid once per call.
+template <typename T>
+void layout_input_weights(T *dst, const T *w, GateBlocks gb, int D, bool one_hot) {
+  if (!one_hot) {
+    block_gate_rows<T>(dst, w, gb, D);
+    return;
+  }
+  const std::ptrdiff_t N = static_cast<std::ptrdiff_t>(gb.G) * gb.H;
+  for (int g = 0; g < gb.G; ++g)
+    for (int j = 0; j < gb.H; ++j) {
+      const std::ptrdiff_t r = gb.row(g, j);
+      const T *src = w + (static_cast<std::ptrdiff_t>(g) * gb.H + j) * D;
+      for (int d = 0; d < D; ++d) dst[d * N + r] = src[d];
+    }
 }
 
 }  // namespace rnncore

@@ -49,6 +49,42 @@ class Block {
   std::size_t bytes_ = 0, capacity_ = 0;
 };
 
+// Named buffers from one block, as llm.c's activation structs: a layout's carve(Carver &, ...)
+// takes its buffers in order. Run once on a counting Carver for the size, then on the block
+// (carve_block); every buffer starts on a 64-byte boundary, as a Block of its own would.
+class Carver {
+ public:
+  Carver() = default;  // counts only: take() returns nullptr
+  explicit Carver(void *base) : base_(static_cast<char *>(base)) {}
+  template <typename T>
+  T *take(std::size_t n) {
+    T *p = base_ ? reinterpret_cast<T *>(base_ + used_) : nullptr;
+    used_ += (n * sizeof(T) + 63) / 64 * 64;
+    return p;
+  }
+  std::size_t bytes() const { return used_; }
+
+ private:
+  char *base_ = nullptr;
+  std::size_t used_ = 0;
+};
+
+// One block holding the buffers of Layout (Layout::carve(Carver &, args...)), and where they are.
+template <typename Layout>
+struct Carved {
+  Block block;
+  Layout at;
+};
+template <typename Layout, typename... Args>
+Carved<Layout> carve_block(const Args &...args) {
+  Carver count;
+  Layout::carve(count, args...);
+  Carved<Layout> out{Block(count.bytes()), {}};
+  Carver at(out.block.template as<void>());
+  out.at = Layout::carve(at, args...);
+  return out;
+}
+
 // Return a detached block's memory to the pool (or free it when the pool is full).
 void release_to_pool(void *ptr, std::size_t capacity) noexcept;
 

@@ -1,0 +1,176 @@
+// GRU with the reset applied after the recurrent product (PyTorch's nn.GRU), forward and
+// backward side by side:  n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)).
+//
+// Shape legend: T steps, B batch, D input size, H hidden size, G = 3 gates (r, z, n).
+//   x (T,B,D)   w_ih, w_hh (3H,·) blocked G = 3   b_ih, b_hh (3H) blocked   h_states (T+1,B,H)
+//   gates (T,B,3H): activated r, z, n   aux (T,B,H): W_hn h + b_hn   gh (B,3H) one step's h W_hh^T
+// Input-side and recurrent-side gates share one blocked layout, so a unit block's r, z, n sit
+// at the same columns of gi and gh.
+//
+// Threading: one OpenMP region around the time loop; thread p owns hidden units [j0, j1)
+// (16-aligned) and the gate columns of those units: one GEMM and one barrier per step.
+#include <omp.h>
+
+#include <cstddef>
+
+#include "cells/gru.h"
+#include "cells/gru_detail.h"
+#include "common/activations.h"
+#include "common/blas.h"
+#include "common/gates.h"
+#include "common/input.h"
+#include "common/sequence.h"
+#include "common/step_gemm.h"
+#include "common/threading.h"
+
+namespace rnncore {
+
+namespace {
+
+using gru::BlockCols;
+using gru::G;
+
+// One step's pointwise update of unit block k (width w), all B rows: activates the gates in
+// place, keeps W_hn h + b_hn in aux and writes h_t.
+template <typename T, typename W>
+void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
+  T *gt = a.gates + t * BH * G, *at = a.aux + t * BH, *ht = a.hs + t * BH;
+  const T *bir = a.b_ih + c.r, *biz = a.b_ih + c.z, *bin = a.b_ih + c.n;
+  const T *bhr = a.b_hh + c.r, *bhz = a.b_hh + c.z, *bhn = a.b_hh + c.n;
+  for (int b = 0; b < n.B; ++b) {
+    T *gi = gt + b * H3;
+    const T *gr = a.gh + b * H3, *hpb = hp + b * static_cast<idx>(n.H) + u0;
+    T *ab = at + b * static_cast<idx>(n.H) + u0, *hb = ht + b * static_cast<idx>(n.H) + u0;
+    T *ir = gi + c.r, *iz = gi + c.z, *in = gi + c.n;
+    const T *hr = gr + c.r, *hz = gr + c.z, *hn = gr + c.n;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
+      const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
+      const T hnu = hn[u] + bhn[u];
+      const T nn = tanh_f(in[u] + bin[u] + rr * hnu);
+      ir[u] = rr, iz[u] = zz, in[u] = nn;
+      ab[u] = hnu;
+      hb[u] = nn + zz * (hpb[u] - nn);
+    }
+  }
+}
+
+// Backward of one step for unit block k: from dh (+ dy) to the pre-activation gradients of
+// both sides; dh becomes the direct path's part of dh_{t-1} (the rest comes from W_hh).
+template <typename T, typename W, typename HasDy>
+void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
+  const T *gt = a.fwd.gates + t * BH * G, *at = a.fwd.aux + t * BH;
+  const T *hp = a.fwd.seq.h_states + t * BH, *dyt = has_dy ? a.dy + t * BH : nullptr;
+  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
+  for (int b = 0; b < n.B; ++b) {
+    const idx o = b * static_cast<idx>(n.H) + u0;
+    const T *rr = gt + b * H3 + c.r, *zz = gt + b * H3 + c.z, *nn = gt + b * H3 + c.n;
+    const T *hpb = hp + o, *ab = at + o, *dyb = has_dy ? dyt + o : nullptr;
+    T *dhb = a.scratch.dh + o;
+    T *dir = dit + b * H3 + c.r, *diz = dit + b * H3 + c.z, *din = dit + b * H3 + c.n;
+    T *dhr = dht + b * H3 + c.r, *dhz = dht + b * H3 + c.z, *dhn = dht + b * H3 + c.n;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T g = has_dy ? dhb[u] + dyb[u] : dhb[u];
+      const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);  // d(n pre-activation)
+      const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
+      const T dr = dn * ab[u] * rr[u] * (T(1) - rr[u]);  // ab = W_hn h + b_hn
+      dhb[u] = g * zz[u];                                // the direct path h_{t-1} -> h_t
+      din[u] = dn, diz[u] = dz, dir[u] = dr;
+      dhr[u] = dr, dhz[u] = dz, dhn[u] = dn * rr[u];
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gru_reset_after_forward(const GruForwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  if (empty_sequence(n)) return;
+  const idx BH = n.BH();
+  const GateBlocks g3{n.H, G};
+  const int nt = cell_threads(n, G);
+  const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
+#pragma omp parallel num_threads(nt)
+  {
+    const ThreadSlice s = thread_slice(n.H);
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
+    // Input projection, this thread's gate columns.
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, G * s.j0, G * s.j1);
+    for (int t = 0; t < n.T; ++t) {
+      const T *hp = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H) h_{t-1}
+      rec.run(a.gh, G * n.H, hp, n.H, n.B, false);
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_block(a, t, hp, k, w); });
+#pragma omp barrier
+    }
+  }
+}
+
+template <typename T>
+void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  const GruGrads<T> &g = a.out;
+  const SeqBuffers<T> &f = a.fwd.seq;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int TB = n.TB();
+  if (empty_sequence(n)) {
+    empty_sequence_grads<T>({{g.dh0, a.dh_n}}, BH,
+                            {{g.dw_ih, H3 * n.D},
+                             {g.dw_hh, H3 * n.H},
+                             {g.db_ih, H3},
+                             {g.db_hh, H3},
+                             {g.dx, static_cast<idx>(TB) * n.D}});
+    return;
+  }
+  const GateBlocks g3{n.H, G};
+  const int nt = cell_threads(n, G);
+  const PackArena<T> arena(G * n.H, n.H, nt);  // d(gh) W_hh for this thread's units
+  T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
+#pragma omp parallel num_threads(nt)
+  {
+    const ThreadSlice s = thread_slice(n.H);
+    const int j0 = s.j0, j1 = s.j1;
+    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);
+    copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
+    for (int t = n.T - 1; t >= 0; --t) {
+      with_dy(a.dy, [&](auto has_dy) {
+        for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_block(a, t, k, w, has_dy); });
+      });
+#pragma omp barrier
+      // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
+      rec.run(dh, n.H, dgh + t * BH * G, G * n.H, n.B, true);
+    }
+    copy_or_zero_cols<T>(g.dh0, dh, n.B, n.H, j0, j1);
+    // Whole-sequence weight gradients of this thread's units, blocked into the scratch, then
+    // put back in PyTorch's row order.
+    if (j1 > j0) {
+      T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
+      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
+                               a.scratch.dw_onehot, n, j0, j1);
+      gemm_rows<T>(G * j0, G * j1, true, false, n.H, TB, dgh, G * n.H, f.h_states, n.H, T(0), s_hh,
+                   n.H);
+      col_sums<T>(s_bh, dgh, TB, H3, G * j0, G * j1);
+      unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, j0, j1);
+      unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, j0, j1);
+    }
+    // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, TB, n.D, s);
+  }
+}
+
+template void gru_reset_after_forward<float>(const GruForwardArgs<float> &);
+template void gru_reset_after_forward<double>(const GruForwardArgs<double> &);
+template void gru_reset_after_backward<float>(const GruBackwardArgs<float> &);
+template void gru_reset_after_backward<double>(const GruBackwardArgs<double> &);
+
+}  // namespace rnncore

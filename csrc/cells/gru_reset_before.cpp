@@ -1,0 +1,240 @@
+// GRU with the reset applied before the recurrent product (Cho et al., char-rnn;
+// reset_after=False), forward and backward side by side:  n = tanh(W_in x + b_in + W_hn (r ⊙ h) +
+// b_hn).
+//
+// Shape legend: T steps, B batch, D input size, H hidden size, G = 3 gates (r, z, n).
+//   x (T,B,D)   w_ih (3H,D) blocked G = 3   w_hh (3H,H): r, z rows blocked G = 2, then n plain
+//   b_ih (3H) blocked   b_hh (3H) in w_hh's order   h_states (T+1,B,H)
+//   gates (T,B,3H): activated r, z, n (blocked G = 3)   aux (T,B,H): r ⊙ h_{t-1}
+//   gh (B,3H): one step's h W_rz^T in [0, 2H) (blocked G = 2), (r ⊙ h) W_hn^T in [2H, 3H)
+//
+// Threading: one OpenMP region around the time loop; thread p owns hidden units [j0, j1)
+// (16-aligned). W_hn multiplies r ⊙ h of *every* unit, so each step has two GEMMs and two
+// barriers: r and z first, then n.
+#include <omp.h>
+
+#include <cstddef>
+
+#include "cells/gru.h"
+#include "cells/gru_detail.h"
+#include "common/activations.h"
+#include "common/blas.h"
+#include "common/gates.h"
+#include "common/input.h"
+#include "common/sequence.h"
+#include "common/step_gemm.h"
+#include "common/threading.h"
+
+namespace rnncore {
+
+namespace {
+
+using gru::BlockCols;
+using gru::G;
+
+// Where block k's r, z, n live in a row of gh / dgh: r, z blocked G = 2, n plain from 2H.
+inline BlockCols recurrent_cols(int H, int k) {
+  const GateBlocks g2{H, 2};
+  const idx b = g2.begin(k), w = g2.width(k);
+  return {b, b + w, static_cast<idx>(2) * H + static_cast<idx>(k) * kUnitBlock};
+}
+
+// Forward, first half of a step for unit block k: r and z, and r ⊙ h_{t-1} (W_hn's input).
+template <typename T, typename W>
+void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
+  T *gt = a.gates + t * BH * G, *at = a.aux + t * BH;
+  const T *bir = a.b_ih + ci.r, *biz = a.b_ih + ci.z, *bhr = a.b_hh + ch.r, *bhz = a.b_hh + ch.z;
+  for (int b = 0; b < n.B; ++b) {
+    T *ir = gt + b * H3 + ci.r, *iz = gt + b * H3 + ci.z;
+    const T *hr = a.gh + b * H3 + ch.r, *hz = a.gh + b * H3 + ch.z;
+    const T *hpb = hp + b * static_cast<idx>(n.H) + u0;
+    T *ab = at + b * static_cast<idx>(n.H) + u0;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T rr = sigmoid_f(ir[u] + bir[u] + hr[u] + bhr[u]);
+      const T zz = sigmoid_f(iz[u] + biz[u] + hz[u] + bhz[u]);
+      ir[u] = rr, iz[u] = zz;
+      ab[u] = rr * hpb[u];  // r ⊙ h_{t-1}: the input of W_hn
+    }
+  }
+}
+
+// Forward, second half for unit block k: n from (r ⊙ h) W_hn^T, then h_t.
+template <typename T, typename W>
+void forward_n_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
+  T *gt = a.gates + t * BH * G, *ht = a.hs + t * BH;
+  const T *bin = a.b_ih + ci.n, *bhn = a.b_hh + ch.n;
+  for (int b = 0; b < n.B; ++b) {
+    T *in = gt + b * H3 + ci.n, *hb = ht + b * static_cast<idx>(n.H) + u0;
+    const T *zz = gt + b * H3 + ci.z, *hn = a.gh + b * H3 + ch.n;
+    const T *hpb = hp + b * static_cast<idx>(n.H) + u0;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T nn = tanh_f(in[u] + bin[u] + hn[u] + bhn[u]);
+      in[u] = nn;
+      hb[u] = nn + zz[u] * (hpb[u] - nn);
+    }
+  }
+}
+
+// Backward, first half for unit block k: what needs only this step's dh (+ dy): the n and z
+// gradients; dh becomes the direct path's part of dh_{t-1}.
+template <typename T, typename W, typename HasDy>
+void backward_nz_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
+  const T *gt = a.fwd.gates + t * BH * G, *hp = a.fwd.seq.h_states + t * BH;
+  const T *dyt = has_dy ? a.dy + t * BH : nullptr;
+  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
+  for (int b = 0; b < n.B; ++b) {
+    const idx o = b * static_cast<idx>(n.H) + u0;
+    const T *zz = gt + b * H3 + ci.z, *nn = gt + b * H3 + ci.n;
+    const T *hpb = hp + o, *dyb = has_dy ? dyt + o : nullptr;
+    T *dhb = a.scratch.dh + o, *diz = dit + b * H3 + ci.z, *din = dit + b * H3 + ci.n;
+    T *dhz = dht + b * H3 + ch.z, *dhn = dht + b * H3 + ch.n;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T g = has_dy ? dhb[u] + dyb[u] : dhb[u];
+      const T dn = g * (T(1) - zz[u]) * (T(1) - nn[u] * nn[u]);
+      const T dz = g * (hpb[u] - nn[u]) * zz[u] * (T(1) - zz[u]);
+      dhb[u] = g * zz[u];
+      din[u] = dn, diz[u] = dz;
+      dhz[u] = dz, dhn[u] = dn;
+    }
+  }
+}
+
+// Backward, second half for unit block k: from d(r ⊙ h) = d(n_pre) W_hn (in drh), r's gradient
+// and the path through r ⊙ h into dh.
+template <typename T, typename W>
+void backward_r_block(const GruBackwardArgs<T> &a, int t, int k, W w) {
+  const SeqSizes n = a.n;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const int u0 = k * kUnitBlock;
+  const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
+  const T *gt = a.fwd.gates + t * BH * G, *hp = a.fwd.seq.h_states + t * BH;
+  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
+  for (int b = 0; b < n.B; ++b) {
+    const idx o = b * static_cast<idx>(n.H) + u0;
+    const T *rr = gt + b * H3 + ci.r, *hpb = hp + o, *drb = a.scratch.drh + o;
+    T *dhb = a.scratch.dh + o, *dir = dit + b * H3 + ci.r, *dhr = dht + b * H3 + ch.r;
+#pragma omp simd
+    for (int u = 0; u < w; ++u) {
+      const T dr = drb[u] * hpb[u] * rr[u] * (T(1) - rr[u]);
+      dhb[u] += drb[u] * rr[u];
+      dir[u] = dr, dhr[u] = dr;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gru_reset_before_forward(const GruForwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  if (empty_sequence(n)) return;
+  const idx BH = n.BH(), H2 = 2 * static_cast<idx>(n.H);
+  const GateBlocks g3{n.H, G};
+  const T *w_hn = a.w_hh + H2 * n.H;  // (H,H) plain rows
+  const int nt = cell_threads(n, G);
+  // h W_rz^T (2H columns) and (r ⊙ h) W_hn^T (H columns).
+  const PackArena<T> arena(n.H, 2 * n.H, nt), arena_n(n.H, n.H, nt);
+#pragma omp parallel num_threads(nt)
+  {
+    const ThreadSlice s = thread_slice(n.H);
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, 2 * s.j0, 2 * s.j1, s.p);
+    const StepGemm<T> rec_n = arena_n.slice(w_hn, n.H, true, s.j0, s.j1, s.p);
+    // Input projection, this thread's gate columns.
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, G * s.j0, G * s.j1);
+    for (int t = 0; t < n.T; ++t) {
+      const T *hp = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H) h_{t-1}
+      rec.run(a.gh, G * n.H, hp, n.H, n.B, false);
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_rz_block(a, t, hp, k, w); });
+#pragma omp barrier
+      // n's recurrent term needs r ⊙ h of every unit.
+      rec_n.run(a.gh + H2, G * n.H, a.aux + t * BH, n.H, n.B, false);
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_n_block(a, t, hp, k, w); });
+#pragma omp barrier
+    }
+  }
+}
+
+template <typename T>
+void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
+  const SeqSizes n = a.n;
+  const GruGrads<T> &g = a.out;
+  const SeqBuffers<T> &f = a.fwd.seq;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, H2 = 2 * static_cast<idx>(n.H);
+  const int TB = n.TB();
+  if (empty_sequence(n)) {
+    empty_sequence_grads<T>({{g.dh0, a.dh_n}}, BH,
+                            {{g.dw_ih, H3 * n.D},
+                             {g.dw_hh, H3 * n.H},
+                             {g.db_ih, H3},
+                             {g.db_hh, H3},
+                             {g.dx, static_cast<idx>(TB) * n.D}});
+    return;
+  }
+  const GateBlocks g3{n.H, G}, g2{n.H, 2};
+  const int nt = cell_threads(n, G);
+  // d(gh_rz) W_rz (K = 2H) for this thread's units, and d(n_pre) W_hn.
+  const PackArena<T> arena(2 * n.H, n.H, nt), arena_n(n.H, n.H, nt);
+  T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
+#pragma omp parallel num_threads(nt)
+  {
+    const ThreadSlice s = thread_slice(n.H);
+    const int j0 = s.j0, j1 = s.j1;
+    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);
+    const StepGemm<T> rec_n = arena_n.slice(f.w_hh + H2 * n.H, n.H, false, j0, j1, s.p);
+    copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
+    for (int t = n.T - 1; t >= 0; --t) {
+      T *dht = dgh + t * BH * G;
+      with_dy(a.dy, [&](auto has_dy) {
+        for_unit_blocks(g3, s.k0, s.k1,
+                        [&](int k, auto w) { backward_nz_block(a, t, k, w, has_dy); });
+      });
+#pragma omp barrier
+      // d(r ⊙ h) = d(n_pre) W_hn needs every unit's d(n_pre).
+      rec_n.run(a.scratch.drh, n.H, dht + H2, G * n.H, n.B, false);
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_r_block(a, t, k, w); });
+#pragma omp barrier
+      // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
+      rec.run(dh, n.H, dht, G * n.H, n.B, true);
+    }
+    copy_or_zero_cols<T>(g.dh0, dh, n.B, n.H, j0, j1);
+    // Whole-sequence weight gradients of this thread's units: the input side and the r, z rows
+    // blocked into the scratch, then put back in PyTorch's order; the n rows straight out.
+    if (j1 > j0) {
+      T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
+      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
+                               a.scratch.dw_onehot, n, j0, j1);
+      gemm_rows<T>(2 * j0, 2 * j1, true, false, n.H, TB, dgh, G * n.H, f.h_states, n.H, T(0), s_hh,
+                   n.H);
+      col_sums<T>(s_bh, dgh, TB, H3, 2 * j0, 2 * j1);
+      unblock_gate_rows<T>(g.dw_hh, s_hh, g2, n.H, j0, j1);  // rows r, z
+      unblock_gate_rows<T>(g.db_hh, s_bh, g2, 1, j0, j1);
+      gemm_rows<T>(j0, j1, true, false, n.H, TB, dgh + H2, G * n.H, a.fwd.aux, n.H, T(0),
+                   g.dw_hh + H2 * n.H, n.H);  // rows n, from r ⊙ h
+      col_sums<T>(g.db_hh + H2, dgh + H2, TB, H3, j0, j1);
+    }
+    // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, TB, n.D, s);
+  }
+}
+
+template void gru_reset_before_forward<float>(const GruForwardArgs<float> &);
+template void gru_reset_before_forward<double>(const GruForwardArgs<double> &);
+template void gru_reset_before_backward<float>(const GruBackwardArgs<float> &);
+template void gru_reset_before_backward<double>(const GruBackwardArgs<double> &);
+
+}  // namespace rnncore

@@ -1,0 +1,177 @@
+// What every cell shares around its loop over time: the sizes of a call, the buffers every
+// cell keeps for its backward, and the scaffolding of the parallel region (the thread's slice,
+// the upstream gradients, the empty sequence, the bias sums, the dx split).
+//
+// Shape legend: T steps, B batch, D input size, H hidden size, G gates (1 RNN, 4 LSTM, 3 GRU).
+#pragma once
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <type_traits>
+#include <utility>
+
+#include "common/blas.h"
+#include "common/gates.h"
+#include "common/threading.h"
+#include "common/workspace.h"
+
+namespace rnncore {
+
+using idx = std::ptrdiff_t;
+
+struct SeqSizes {
+  int T, B, D, H;
+  idx BH() const { return static_cast<idx>(B) * H; }
+  int TB() const { return T * B; }  // checked <= INT_MAX at the boundary
+};
+
+// No step, or no state: nothing flows through time (the forward writes nothing).
+inline bool empty_sequence(SeqSizes n) {
+  return n.T == 0 || n.B == 0 || n.H == 0;
+}
+
+// A forward call's arguments in PyTorch's layout; nullptr where absent (c0: LSTM only).
+template <typename T>
+struct SeqInputs {
+  const T *x;               // (T,B,D), or nullptr for one-hot input
+  const std::int32_t *ids;  // (T,B) token ids in [0, D), or nullptr (common/input.h)
+  const T *h0, *c0;         // (B,H)
+  const T *w_ih;            // (G*H,D)
+  const T *w_hh;            // (G*H,H)
+  const T *b_ih, *b_hh;     // (G*H)
+};
+
+// The buffers every cell keeps from its forward for its backward (its own follow them).
+template <typename T>
+struct SeqBuffers {
+  T *x;               // (T,B,D) copy of the input, or nullptr for one-hot input
+  std::int32_t *ids;  // (T,B) copy of the token ids, or nullptr
+  T *w_ih;            // (G*H,D) in the cell's row layout; one-hot input: (D,G*H), its transpose
+  T *w_hh;            // (G*H,H) in the cell's row layout
+  T *h_states;        // (T+1,B,H) h_0 .. h_T, slot 0 = h0
+
+  static SeqBuffers carve(Carver &c, SeqSizes n, int G, bool one_hot) {
+    const std::size_t TB = static_cast<std::size_t>(n.TB()), GH = static_cast<std::size_t>(G) * n.H;
+    SeqBuffers s;
+    s.x = one_hot ? nullptr : c.take<T>(TB * n.D);
+    s.ids = one_hot ? c.take<std::int32_t>(TB) : nullptr;
+    s.w_ih = c.take<T>(GH * n.D);
+    s.w_hh = c.take<T>(GH * n.H);
+    s.h_states = c.take<T>((TB + n.B) * n.H);
+    return s;
+  }
+};
+
+// dst[0, count) = src, or zeros where src is nullptr (an absent state or gradient is zero).
+template <typename T>
+void copy_or_zero(T *dst, const T *src, idx count) {
+  if (src)
+    std::memcpy(dst, src, static_cast<std::size_t>(count) * sizeof(T));
+  else
+    std::memset(dst, 0, static_cast<std::size_t>(count) * sizeof(T));
+}
+
+// Copies what the backward reads of the input side into the kept buffers: x (or the ids) and h0
+// (zeros where absent) in slot 0 of h_states. The weights are the cell's to lay out.
+template <typename T>
+void keep_inputs(const SeqBuffers<T> &s, const SeqInputs<T> &in, SeqSizes n) {
+  if (s.ids)
+    std::memcpy(s.ids, in.ids, static_cast<std::size_t>(n.TB()) * sizeof(std::int32_t));
+  else
+    std::memcpy(s.x, in.x, static_cast<std::size_t>(n.TB()) * n.D * sizeof(T));
+  copy_or_zero(s.h_states, in.h0, n.BH());
+}
+
+// y (T,B,H) = h_1 .. h_T and h_n (B,H) = h_T, from the kept states.
+template <typename T>
+void read_outputs(T *y, T *h_n, const SeqBuffers<T> &s, SeqSizes n) {
+  const idx BH = n.BH();
+  std::memcpy(y, s.h_states + BH, static_cast<std::size_t>(n.T * BH) * sizeof(T));
+  std::memcpy(h_n, s.h_states + n.T * BH, static_cast<std::size_t>(BH) * sizeof(T));
+}
+
+template <typename T>
+struct Span {
+  T *p;  // nullptr: nothing to fill
+  idx n;
+};
+
+// The backward of an empty sequence: each state gradient passes through unchanged (dh0 = dh_n,
+// zero where absent) and every other gradient (weights, biases, dx) is zero.
+template <typename T>
+void empty_sequence_grads(std::initializer_list<std::pair<T *, const T *>> passed, idx BH,
+                          std::initializer_list<Span<T>> zeroed) {
+  for (const auto &[dst, src] : passed) copy_or_zero(dst, src, BH);
+  for (const Span<T> &z : zeroed)
+    if (z.p) std::fill(z.p, z.p + z.n, T(0));
+}
+
+// Threads for a cell's region: the per-step recurrent product is 2*B*G*H*H flops, split by unit
+// blocks.
+inline int cell_threads(SeqSizes n, int G) {
+  return threads_for(2.0 * n.B * G * n.H * n.H, (n.H + kUnitBlock - 1) / kUnitBlock);
+}
+
+// This thread's part of a cell's region: hidden units [j0, j1), 16-aligned so that its gate
+// columns are contiguous (common/gates.h) and no two threads write one cache line of a row;
+// with them the unit blocks [k0, k1).
+struct ThreadSlice {
+  int np, p;   // threads in the region, this thread
+  int j0, j1;  // hidden units
+  int k0, k1;  // unit blocks
+};
+inline ThreadSlice thread_slice(int H) {
+  const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
+  const Range r = split(H, np, p, kUnitBlock);
+  return {np, p, r.begin, r.end, r.begin / kUnitBlock, (r.end + kUnitBlock - 1) / kUnitBlock};
+}
+
+// Columns [j0, j1) of dst (B,H) = src, or zeros where src is nullptr: a thread's own units of an
+// incoming state gradient.
+template <typename T>
+void copy_or_zero_cols(T *dst, const T *src, int B, int H, int j0, int j1) {
+  for (int b = 0; b < B; ++b)
+    for (int j = j0; j < j1; ++j) {
+      const idx i = static_cast<idx>(b) * H + j;
+      dst[i] = src ? src[i] : T(0);
+    }
+}
+
+// f(std::true_type) when there is an upstream dy, else f(std::false_type): the pointwise loops
+// read dh + dy or dh alone with the choice made outside them (GCC vectorises neither a branch
+// inside nor a null dy).
+template <typename F>
+inline void with_dy(const void *dy, F &&f) {
+  if (dy)
+    f(std::true_type{});
+  else
+    f(std::false_type{});
+}
+
+// out[c0:c1] = column sums over `rows` rows of src (leading dimension ld): a bias gradient.
+template <typename T>
+void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
+  for (int c = c0; c < c1; ++c) out[c] = T(0);
+  for (idx i = 0; i < rows; ++i) {
+    const T *row = src + i * ld;
+#pragma omp simd
+    for (int c = c0; c < c1; ++c) out[c] += row[c];
+  }
+}
+
+// dx (TB,D) = g (TB,N) W_ih (N,D), this thread's rows: every column of g is complete once the
+// time loop is over, so the rows split evenly. No dx for one-hot input (ids).
+template <typename T>
+void input_grad_rows(T *dx, const T *g, int N, const T *w_ih, const std::int32_t *ids, int TB,
+                     int D, const ThreadSlice &s) {
+  if (ids) return;
+  const Range rows = split(TB, s.np, s.p, 1);
+  gemm_rows<T>(rows.begin, rows.end, false, false, D, N, g, N, w_ih, D, T(0), dx, D);
+}
+
+}  // namespace rnncore

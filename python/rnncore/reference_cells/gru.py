@@ -9,7 +9,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .common import Array, compute_dtype, copy_as, or_zeros, sigmoid
+from .common import (
+    Array,
+    check_lengths,
+    check_reverse,
+    compute_dtype,
+    copy_as,
+    flip_within_lengths,
+    or_zeros,
+    sigmoid,
+    valid_steps,
+)
 
 __all__ = ["GRUCache", "gru_backward", "gru_forward"]
 
@@ -28,8 +38,8 @@ __all__ = ["GRUCache", "gru_backward", "gru_forward"]
 class GRUCache:
     """What gru_backward needs from gru_forward. Read-only."""
 
-    x: Array  # (T, B, D)
-    hs: Array  # (T+1, B, H)  hs[0] = h0, hs[t+1] = y[t]
+    x: Array  # (T, B, D)  in reading order (flipped within lengths if reverse), padding 0
+    hs: Array  # (T+1, B, H)  hs[0] = h0, hs[t+1] = state after step t (held past a length)
     r: Array  # (T, B, H) reset gate
     z: Array  # (T, B, H) update gate
     n: Array  # (T, B, H) candidate state
@@ -39,6 +49,8 @@ class GRUCache:
     has_b_ih: bool
     has_b_hh: bool
     reset_after: bool
+    lengths: Array  # (B,) int64  steps each element ran
+    reverse: bool  # whether x and y were read and written in reverse
 
 
 def gru_forward(
@@ -50,12 +62,20 @@ def gru_forward(
     b_hh: Array | None = None,
     *,
     reset_after: bool = True,
+    lengths: Array | None = None,
+    reverse: bool = False,
     training: bool = True,
 ) -> tuple[Array, Array, GRUCache | None]:
-    """GRU over a whole sequence (gate order r, z, n).
+    """GRU over a whole sequence (gate order r, z, n; one direction).
 
     reset_after=True is torch.nn.GRU (reset gate applied after the hidden matmul);
     reset_after=False is the original GRU of Cho et al. (reset gate applied to h before it).
+
+    Element b runs steps 0 .. lengths[b]-1 (all T when lengths is None); y[t, b] = 0 for
+    t >= lengths[b] and h_n[b] is the state after its own last step (h0[b] for length 0).
+    reverse=True reads x[lengths[b]-1, b], ..., x[0, b] and writes each output at the position
+    it read (the reverse direction of a bidirectional torch layer); h_n is then the state after
+    reading x[0]. Nothing in x past a length is read.
 
     Args:
         x: (T, B, D) inputs.
@@ -64,19 +84,28 @@ def gru_forward(
         w_hh: (3H, H) hidden-to-hidden weights.
         b_ih, b_hh: (3H,) biases, or None.
         reset_after: where the reset gate is applied, see above.
+        lengths: (B,) integer array with values in [0, T], any order, or None for all T.
+        reverse: run each sequence from its own last step back to step 0 (a bool).
         training: if False, no cache is kept and None is returned in its place.
 
     Returns:
-        y: (T, B, H) hidden state of every step.
+        y: (T, B, H) hidden state after reading x[t], 0 past each length.
         h_n: (B, H) final hidden state.
         cache: GRUCache for gru_backward, or None when training is False.
     """
+    reverse = check_reverse(reverse)
     dtype = compute_dtype(w_ih)
     x = copy_as(x, dtype)  # (T, B, D)
     w_ih = copy_as(w_ih, dtype)  # (3H, D)
     w_hh = copy_as(w_hh, dtype)  # (3H, H)
     T, B, _ = x.shape
     H = w_hh.shape[1]
+    lengths = check_lengths(lengths, T, B)  # (B,)
+    valid = valid_steps(lengths, T)  # (T, B) the steps that run
+    if reverse:
+        x = flip_within_lengths(x, lengths)  # (T, B, D) in reading order, padding 0
+    else:
+        x[~valid] = 0  # padding never reaches the arithmetic
     bias_ih = or_zeros(b_ih, (3 * H,), dtype)  # (3H,)
     bias_hh = or_zeros(b_hh, (3 * H,), dtype)  # (3H,)
     w_hrz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
@@ -100,15 +129,20 @@ def gru_forward(
         else:
             gh_n[t] = (r[t] * h) @ w_hn.T + b_hn  # (B, H)
             n[t] = np.tanh(gi[:, 2 * H :] + gh_n[t])  # (B, H)
-        hs[t + 1] = (1 - z[t]) * n[t] + z[t] * h  # (B, H)
+        h_new = (1 - z[t]) * n[t] + z[t] * h  # (B, H)
+        hs[t + 1] = np.where(valid[t][:, None], h_new, h)  # rows past their length keep h
 
     y = hs[1:].copy()  # (T, B, H)
+    y[~valid] = 0
+    if reverse:
+        y = flip_within_lengths(y, lengths)  # (T, B, H) each output where its input was read
     h_n = hs[T].copy()  # (B, H)
     cache = None
     if training:
         cache = GRUCache(
-            x, hs, r, z, n, gh_n, w_ih, w_hh, b_ih is not None, b_hh is not None, reset_after
-        )
+            x, hs, r, z, n, gh_n, w_ih, w_hh, b_ih is not None, b_hh is not None, reset_after,
+            lengths, reverse,
+        )  # fmt: skip
     return y, h_n, cache
 
 
@@ -116,6 +150,9 @@ def gru_backward(
     dy: Array | None, dh_n: Array | None, cache: GRUCache
 ) -> tuple[Array, Array, Array, Array, Array | None, Array | None]:
     """Backward pass of gru_forward (backpropagation through time).
+
+    With lengths, dy past a sequence's length is ignored, dx there is 0, and gradients flow
+    only through the steps that ran (dh_n enters at each sequence's own last step).
 
     Args:
         dy: (T, B, H) dL/dy, or None for zeros.
@@ -131,7 +168,12 @@ def gru_backward(
     T, B, _ = x.shape
     H = hs.shape[2]
     w_hrz, w_hn = w_hh[: 2 * H], w_hh[2 * H :]  # (2H, H), (H, H)
+    valid = valid_steps(cache.lengths, T)  # (T, B) the steps that ran
     dy = or_zeros(dy, (T, B, H), dtype)  # (T, B, H)
+    if cache.reverse:
+        dy = flip_within_lengths(dy, cache.lengths)  # (T, B, H) in reading order, padding 0
+    else:
+        dy[~valid] = 0  # dy past a length is ignored
     dh = or_zeros(dh_n, (B, H), dtype)  # (B, H) dL/dh flowing back from later steps
 
     dx = np.zeros_like(x)  # (T, B, D)
@@ -142,11 +184,13 @@ def gru_backward(
     for t in reversed(range(T)):
         r, z, n, gh_n = cache.r[t], cache.z[t], cache.n[t], cache.gh_n[t]
         h = hs[t]  # (B, H) state entering the step
+        ran = valid[t][:, None]  # (B, 1) rows whose step t ran
         dh = dh + dy[t]  # (B, H) total dL/dh'
+        dh_ran = np.where(ran, dh, 0)  # (B, H) only rows that ran step t backpropagate through it
         # h' = (1 - z) * n + z * h
-        dn = dh * (1 - z)  # (B, H)
-        dz = dh * (h - n)  # (B, H)
-        dh_prev = dh * z  # (B, H) direct path to h
+        dn = dh_ran * (1 - z)  # (B, H)
+        dz = dh_ran * (h - n)  # (B, H)
+        dh_prev = dh_ran * z  # (B, H) direct path to h
         da_n = dn * (1 - n * n)  # (B, H) dL/d(pre-activation of n)
         da_z = dz * z * (1 - z)  # (B, H) dL/d(pre-activation of z)
         if cache.reset_after:
@@ -171,8 +215,12 @@ def gru_backward(
         db_i += dgi.sum(axis=0)  # (3H,)
         dw_hh[: 2 * H] += da_rz.T @ h  # (2H, H)
         db_h[: 2 * H] += da_rz.sum(axis=0)  # (2H,)
-        dh = dh_prev + da_rz @ w_hrz  # (B, H) dL/dh entering the step
+        dh = np.where(ran, dh_prev + da_rz @ w_hrz, dh)  # (B, H) dL/dh entering the step
 
+    if cache.reverse:
+        dx = flip_within_lengths(dx, cache.lengths)  # (T, B, D) back to x's positions
+    else:
+        dx[~valid] = 0  # exactly 0 past a length
     db_ih = db_i if cache.has_b_ih else None
     db_hh = db_h if cache.has_b_hh else None
     return dx, dh, dw_ih, dw_hh, db_ih, db_hh

@@ -44,8 +44,10 @@ takes them from the cache):
 - reverse=True reads x[lengths[b]-1, b], ..., x[0, b] and writes each output at the position it
   read, as the reverse direction of a bidirectional PyTorch layer; h_n is the state after
   reading x[0]. With lengths None it equals the forward direction on x[::-1] with y flipped;
-- lengths all equal to T gives results bitwise equal to lengths=None, and permuting the batch
-  rows (with their lengths) permutes y, h_n, c_n, dx, dh0, dc0 bitwise;
+- lengths all equal to T gives results bitwise equal to lengths=None; permuting the batch rows
+  (with their lengths) permutes y, h_n, c_n, dx, dh0, dc0 up to the BLAS's rounding only
+  (OpenBLAS's row results can depend on a row's position in the product; the kernels
+  permute bitwise), exactly for rows of length 0;
 - lengths must have shape (B,) and an integer dtype (not bool) with values in [0, T], and
   reverse must be a bool: otherwise ValueError / TypeError naming the argument.
 Internally each step runs on the whole batch and rows past their length keep their state

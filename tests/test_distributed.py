@@ -170,6 +170,31 @@ def test_resume_with_two_ranks_is_exact(text, tmp_path):
 
 
 @needs_mpi
+def test_resume_with_another_number_of_ranks_continues_from_the_same_position(text, tmp_path):
+    """2 ranks save at step 10, one process resumes to 20 (dropout 0): the same data position
+    and (L, B, H) state, so it ends where 20 steps in one process end, to rounding."""
+    run = [str(text), *FLAGS, "--dtype", "float64", "--dropout", "0", "--eval-every", "0"]
+    half = str(tmp_path / "half.npz")
+    train_two_ranks(*run, "--max-steps", "10", "--checkpoint", half)
+    train_one_process(
+        "train",
+        str(text),
+        "--resume",
+        half,
+        "--max-steps",
+        "20",
+        "--checkpoint",
+        half,
+        "--threads",
+        "1",
+    )
+    train_one_process("train", *run, "--max-steps", "20", "--checkpoint", str(tmp_path / "one.npz"))
+    resumed, one = load_checkpoint(half), load_checkpoint(tmp_path / "one.npz")
+    assert resumed.step == 20 and resumed.data_position == one.data_position
+    assert max(relative_differences(resumed.weights, one.weights).values()) <= 1e-10
+
+
+@needs_mpi
 def test_batch_size_not_divisible_by_the_ranks_is_a_clear_error(text):
     out = mpirun("-m", "rnncore.cli", "train", str(text), *FLAGS, "--batch-size", "7")
     assert out.returncode == 2

@@ -162,6 +162,8 @@ class ShardedBatches:
         self.batches, self.rows = batches, rows
 
     def __getattr__(self, name: str) -> Any:  # position, progress, state_dict(), ...
+        if name == "batches":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.batches, name)
 
     def cut(self, batch: Any) -> Any:

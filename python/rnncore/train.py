@@ -277,8 +277,9 @@ class Trainer:
         from .fit import FitRun  # here: fit.py imports this module
 
         where = "Trainer.fit"
-        if reporter is None or (self.dist is not None and not self.dist.is_root):
-            reporter, metrics = Reporter(), None  # with comm, rank 0 alone reports
+        if self.dist is not None and not self.dist.is_root:
+            reporter, metrics = None, None  # with comm, rank 0 alone reports and writes
+        reporter = reporter if reporter is not None else Reporter()
         run = FitRun(
             self,
             reporter,

@@ -35,6 +35,37 @@ inline bool is_integer_array(py::handle obj) {
   return k == 'i' || k == 'u';
 }
 
+// The limits of a forward call, before any copy: 32-bit BLAS sizes, then element counts that fit
+// size_t, then bytes that fit the machine.
+inline void check_seq_limits(const Dims &d, int G, bool one_hot, bool x_contiguous, bool training,
+                             std::size_t elem) {
+  const std::string &fn = d.fn();
+  const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
+  const idx T = d['T'], B = d['B'], D = d['D'], H = d['H'];
+  check_blas_dims(d, {'T', 'B', 'D', 'H'});
+  if (G * H > INT_MAX)
+    throw py::value_error(fn + ": " + gh + " = " + std::to_string(G * H) +
+                          " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
+  const idx rows = T * B;  // both <= INT_MAX: no overflow
+  if (rows > INT_MAX)
+    throw py::value_error(fn + ": T*B = " + std::to_string(T) + "*" + std::to_string(B) + " = " +
+                          std::to_string(rows) + " exceeds the 32-bit BLAS limit " +
+                          std::to_string(INT_MAX));
+  const idx n_ws = checked_count(fn, {T + 1, B, G * H}, "the workspace (T+1)*B*" + gh);
+  const idx n_w = checked_count(fn, {G * H, D + H + 2}, "the weights " + gh + "*(D+H+2)");
+  const idx n_x = one_hot ? rows : checked_count(fn, {T, B, D}, "x (T*B*D)");
+  // What the call allocates at least: y, the weights' copies, x's copy at the boundary (when
+  // not C-contiguous) and in the cache, the states and gates of the workspace.
+  const bool x_copied = !one_hot && !x_contiguous;
+  const bool workspace = training || G > 1 || one_hot;
+  long double n = static_cast<long double>(rows) * H + n_w;
+  if (x_copied) n += n_x;
+  if (workspace) n += static_cast<long double>(n_x) + n_ws;
+  check_fits(fn, n * elem,
+             "T=" + std::to_string(T) + ", B=" + std::to_string(B) + ", D=" + std::to_string(D) +
+                 ", H=" + std::to_string(H));
+}
+
 // Every array is checked (type, dtype, shape) and every size limit before anything is copied:
 // a broadcast view with T = 2^40 is refused without being materialised.
 template <typename T>
@@ -67,32 +98,7 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
     d.check(x_a, "x", "TBD");
   }
   a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
-  // Limits, before any copy: 32-bit BLAS sizes, then element counts that fit size_t, then
-  // bytes that fit the machine.
-  check_blas_dims(d, {'T', 'B', 'D', 'H'});
-  if (G * a.H > INT_MAX)
-    throw py::value_error(fn + ": " + gh + " = " + std::to_string(G * a.H) +
-                          " exceeds the 32-bit BLAS limit " + std::to_string(INT_MAX));
-  const idx rows = a.T * a.B;  // both <= INT_MAX: no overflow
-  if (rows > INT_MAX)
-    throw py::value_error(fn + ": T*B = " + std::to_string(a.T) + "*" + std::to_string(a.B) +
-                          " = " + std::to_string(rows) + " exceeds the 32-bit BLAS limit " +
-                          std::to_string(INT_MAX));
-  const idx n_ws = checked_count(fn, {a.T + 1, a.B, G * a.H}, "the workspace (T+1)*B*" + gh);
-  const idx n_w = checked_count(fn, {G * a.H, a.D + a.H + 2}, "the weights " + gh + "*(D+H+2)");
-  const idx n_x = a.one_hot ? rows : checked_count(fn, {a.T, a.B, a.D}, "x (T*B*D)");
-  {
-    // What the call allocates at least: y, the weights' copies, x's copy at the boundary (when
-    // not C-contiguous) and in the cache, the states and gates of the workspace.
-    const bool x_copied = !a.one_hot && !(x_a.flags() & py::array::c_style);
-    const bool workspace = training || G > 1 || a.one_hot;
-    long double n = static_cast<long double>(rows) * a.H + n_w;
-    if (x_copied) n += n_x;
-    if (workspace) n += static_cast<long double>(n_x) + n_ws;
-    check_fits(fn, n * sizeof(T),
-               "T=" + std::to_string(a.T) + ", B=" + std::to_string(a.B) +
-                   ", D=" + std::to_string(a.D) + ", H=" + std::to_string(a.H));
-  }
+  check_seq_limits(d, G, a.one_hot, (x_a.flags() & py::array::c_style) != 0, training, sizeof(T));
   // Null handles (not py::array(), which is an empty array) where an argument is None.
   auto h0_a = py::reinterpret_steal<py::array>(py::handle()), c0_a = h0_a, bi_a = h0_a, bh_a = h0_a;
   if (!h0.is_none()) d.check(h0_a = peek<T>(fn, h0, "h0", "of shape (B, H)", dt), "h0", "BH");

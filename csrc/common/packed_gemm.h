@@ -3,8 +3,8 @@
 // W_hh is the same for all T steps, so each thread packs its slice of it once per call into
 // panels of NR columns (K rows of NR contiguous floats, zero-padded) and then runs a register-
 // blocked micro-kernel over (MR rows of the state) x (one panel) for every step. OpenBLAS's
-// small-M sgemm reaches only about half of what such a kernel does on AVX-512 (DESIGN.md), and
-// much less under OPENBLAS_CORETYPE=Haswell.
+// small-M sgemm (M = 32..128) reached 100-190 GFLOP/s on one AVX-512 core where a packed kernel
+// of this kind (oneDNN's) reached 210-250, and much less under OPENBLAS_CORETYPE=Haswell.
 //
 // Every element of C is one dot product accumulated over k = 0..K-1 in order, whatever the
 // shape of the call: results do not depend on how the columns are split between threads.

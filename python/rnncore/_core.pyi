@@ -1,4 +1,7 @@
-"""Type stub of rnncore's compiled extension (csrc/bindings.cpp)."""
+"""Type stub of rnncore's compiled extension (csrc/bindings/: module.cpp and one file per area).
+
+Token ids (x of the cells, targets, prime) may be any integer array: an int32 C-contiguous
+array is read as it is, any other is converted to int32 in one copy."""
 
 from typing import Literal
 
@@ -138,7 +141,7 @@ def _sample_loop(
     b_out: _Array | None,
     h: _Array,
     c: _Array | None,
-    prime: npt.NDArray[np.int64],
+    prime: npt.NDArray[np.integer],
     n: int,
     temperature: float,
     top_k: int,

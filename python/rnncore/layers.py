@@ -2,9 +2,10 @@
 
 A layer object owns its parameters (PyTorch's names and layouts, so a ``torch.nn`` state_dict
 loads as is), their gradients, an RNG for its default initialisation and inter-layer dropout,
-and the caches of its last training forward. Python owns the stacking and the dropout; each
-layer of the stack is one call of the C++ kernel over the whole sequence. The shared
-implementation, and its API, is rnncore.stack.RecurrentStack; this module holds the cells.
+and the caches of its last training forward. Python owns the stacking, the directions and the
+dropout; each direction of each layer is one call of the C++ kernel over the whole sequence.
+The shared implementation, and its API, is rnncore.stack.RecurrentStack; this module holds the
+cells. Variable lengths and bidirectional stacks: docs/sequences.md.
 
 Shape legend
 ------------
@@ -14,14 +15,19 @@ Shape legend
     H           hidden_size
     L           num_layers
     G           gates stacked in the weights: 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
+    dirs        directions per layer: 1, or 2 with bidirectional=True
 
     x           (T, B, D)    inputs, time-major
-    y           (T, B, H)    outputs of the last layer (its hidden state after every step)
-    state       (L, B, H)    hidden state of every layer; LSTM: a tuple (h, c) of two such arrays
-    weight_ih_l0            (G*H, D)     input-to-hidden weights of layer 0
-    weight_ih_l{k}, k >= 1  (G*H, H)     layer k's input is layer k-1's output
+    lengths     (B,)         steps each sequence runs, in [0, T] (None: all T)
+    y           (T, B, dirs*H)  outputs of the last layer (forward direction first)
+    state       (L*dirs, B, H)  hidden state of every layer and direction (PyTorch's order:
+                             layer 0 forward, layer 0 reverse, layer 1 forward, ...); LSTM: a
+                             tuple (h, c) of two such arrays
+    weight_ih_l0            (G*H, D)       input-to-hidden weights of layer 0
+    weight_ih_l{k}, k >= 1  (G*H, dirs*H)  layer k's input is layer k-1's output
     weight_hh_l{k}          (G*H, H)
-    bias_ih_l{k}, bias_hh_l{k}  (G*H,)   (absent with bias=False)
+    bias_ih_l{k}, bias_hh_l{k}  (G*H,)     (absent with bias=False)
+    ..._l{k}_reverse        the reverse direction's four (bidirectional=True)
 
 Training step::
 
@@ -48,7 +54,7 @@ Array = np.ndarray
 
 
 class RNN(RecurrentStack[Array]):
-    """Multi-layer Elman RNN, as torch.nn.RNN (time-major, one direction).
+    """Multi-layer Elman RNN, as torch.nn.RNN (time-major; one direction, or two).
 
         h_t = act(x_t W_ihᵀ + b_ih + h_{t-1} W_hhᵀ + b_hh),  act = tanh or relu
 
@@ -60,6 +66,9 @@ class RNN(RecurrentStack[Array]):
         bias: whether the layers have the biases b_ih and b_hh.
         dropout: probability of zeroing each output unit of every layer but the last during
             training forwards (inverted dropout); no effect with num_layers=1.
+        bidirectional: every layer runs a forward and a reverse direction (parameters
+            ``..._l{k}_reverse``), y has 2H features (forward first) and the state 2L rows,
+            as torch.nn with bidirectional=True.
         dtype: float32 or float64, of the parameters and of every array passed in.
         seed: seed of the layer's RNG (np.random.default_rng(seed)): the initialisation, every
             parameter drawn from U(-1/√H, 1/√H) in state_dict order, then the dropout masks.
@@ -85,6 +94,7 @@ class RNN(RecurrentStack[Array]):
         nonlinearity: str = "tanh",
         bias: bool = True,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         dtype: npt.DTypeLike = np.float32,
         seed: int | None = None,
     ) -> None:
@@ -97,6 +107,7 @@ class RNN(RecurrentStack[Array]):
             num_layers,
             bias=bias,
             dropout=dropout,
+            bidirectional=bidirectional,
             dtype=dtype,
             seed=seed,
             options={"nonlinearity": nonlinearity},
@@ -104,9 +115,9 @@ class RNN(RecurrentStack[Array]):
 
 
 class LSTM(RecurrentStack[tuple[Array, Array]]):
-    """Multi-layer LSTM, as torch.nn.LSTM (time-major, one direction, gate order i, f, g, o).
+    """Multi-layer LSTM, as torch.nn.LSTM (time-major, gate order i, f, g, o).
 
-    The state is a tuple (h, c) of two (L, B, H) arrays. Arguments as for RNN (without
+    The state is a tuple (h, c) of two (L*dirs, B, H) arrays. Arguments as for RNN (without
     nonlinearity); parameters are (4H, ·) and (4H,).
     """
 
@@ -124,6 +135,7 @@ class LSTM(RecurrentStack[tuple[Array, Array]]):
         *,
         bias: bool = True,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         dtype: npt.DTypeLike = np.float32,
         seed: int | None = None,
     ) -> None:
@@ -133,6 +145,7 @@ class LSTM(RecurrentStack[tuple[Array, Array]]):
             num_layers,
             bias=bias,
             dropout=dropout,
+            bidirectional=bidirectional,
             dtype=dtype,
             seed=seed,
             options={},
@@ -140,7 +153,7 @@ class LSTM(RecurrentStack[tuple[Array, Array]]):
 
 
 class GRU(RecurrentStack[Array]):
-    """Multi-layer GRU (time-major, one direction, gate order r, z, n).
+    """Multi-layer GRU (time-major, gate order r, z, n).
 
     reset_after=True is torch.nn.GRU (the reset gate multiplies W_hn h + b_hn);
     reset_after=False is the GRU of Cho et al. (it multiplies h before W_hn). Other arguments
@@ -163,6 +176,7 @@ class GRU(RecurrentStack[Array]):
         reset_after: bool = True,
         bias: bool = True,
         dropout: float = 0.0,
+        bidirectional: bool = False,
         dtype: npt.DTypeLike = np.float32,
         seed: int | None = None,
     ) -> None:
@@ -173,6 +187,7 @@ class GRU(RecurrentStack[Array]):
             num_layers,
             bias=bias,
             dropout=dropout,
+            bidirectional=bidirectional,
             dtype=dtype,
             seed=seed,
             options={"reset_after": self.reset_after},

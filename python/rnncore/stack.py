@@ -2,8 +2,9 @@
 
 A layer object owns its parameters (PyTorch's names and layouts, so a ``torch.nn`` state_dict
 loads as is), their gradients, an RNG for its default initialisation and inter-layer dropout,
-and the caches of its last training forward. Python owns the stacking and the dropout; each
-layer of the stack is one call of the C++ kernel over the whole sequence.
+and the caches of its last training forward. Python owns the stacking, the directions and the
+dropout; each direction of each layer is one call of the C++ kernel over the whole sequence.
+What forward and backward accept is checked in rnncore.stack_inputs.
 
 Shape legend
 ------------
@@ -13,14 +14,21 @@ Shape legend
     H           hidden_size
     L           num_layers
     G           gates stacked in the weights: 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
+    dirs        directions per layer: 1, or 2 with bidirectional=True
 
     x           (T, B, D)    inputs, time-major
-    y           (T, B, H)    outputs of the last layer (its hidden state after every step)
-    state       (L, B, H)    hidden state of every layer; LSTM: a tuple (h, c) of two such arrays
-    weight_ih_l0            (G*H, D)     input-to-hidden weights of layer 0
-    weight_ih_l{k}, k >= 1  (G*H, H)     layer k's input is layer k-1's output
+    lengths     (B,)         steps each sequence runs, in [0, T] (None: all T)
+    y           (T, B, dirs*H)  outputs of the last layer (its hidden state after every step;
+                             bidirectional: the forward direction's H units, then the reverse's)
+    state       (L*dirs, B, H)  hidden state of every layer and direction, in PyTorch's order
+                             (layer 0 forward, layer 0 reverse, layer 1 forward, ...); LSTM: a
+                             tuple (h, c) of two such arrays
+    weight_ih_l0            (G*H, D)       input-to-hidden weights of layer 0
+    weight_ih_l{k}, k >= 1  (G*H, dirs*H)  layer k's input is layer k-1's output
     weight_hh_l{k}          (G*H, H)
-    bias_ih_l{k}, bias_hh_l{k}  (G*H,)   (absent with bias=False)
+    bias_ih_l{k}, bias_hh_l{k}  (G*H,)     (absent with bias=False)
+    ..._l{k}_reverse        the same four for the reverse direction (bidirectional=True),
+                            after the forward direction's four in state_dict order
 
 Training step::
 
@@ -33,7 +41,7 @@ Training step::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -43,6 +51,7 @@ import numpy.typing as npt
 from . import _core
 from .checks import flag, fraction, positive_int
 from .params import load_arrays
+from .stack_inputs import as_float_array, check_input, check_lengths, pack_state, unpack_state
 
 __all__ = ["RecurrentStack"]
 
@@ -57,12 +66,17 @@ def _kernel(name: str) -> Callable[..., Any]:
     return getattr(_core, name)
 
 
+def _key(name: str, layer: int, reverse: bool) -> str:
+    """PyTorch's parameter name, e.g. "weight_ih_l0" or "bias_hh_l1_reverse"."""
+    return f"{name}_l{layer}{'_reverse' if reverse else ''}"
+
+
 @dataclass(frozen=True)
 class _Tape:
     """What backward needs from the last training forward."""
 
-    caches: list[Any]  # one kernel cache per layer
-    masks: list[Array | None]  # (T, B, H) dropout mask applied to layer k's output, or None
+    caches: list[list[Any]]  # caches[layer][direction]: one kernel cache per direction
+    masks: list[Array | None]  # (T, B, dirs*H) dropout mask applied to layer k's output, or None
     T: int
     B: int
     input_weight_given: bool  # layer 0 ran with a caller's input weight (see forward)
@@ -94,6 +108,7 @@ class RecurrentStack(Generic[S]):
         dtype: npt.DTypeLike,
         seed: int | None,
         options: dict[str, Any],
+        bidirectional: bool = False,
     ) -> None:
         where = type(self).__name__
         self.input_size = positive_int(where, "input_size", input_size)
@@ -101,6 +116,7 @@ class RecurrentStack(Generic[S]):
         self.num_layers = positive_int(where, "num_layers", num_layers)
         self.bias = flag(where, "bias", bias)
         self.dropout = fraction(where, "dropout", dropout)
+        self.bidirectional = flag(where, "bidirectional", bidirectional)
         try:
             self.dtype = np.dtype(dtype)
         except TypeError:
@@ -110,25 +126,38 @@ class RecurrentStack(Generic[S]):
         self._options = options
 
         # One generator for the initialisation and then every dropout mask: the same seed gives
-        # the same weights and the same sequence of masks.
+        # the same weights and the same sequence of masks. Drawn in state_dict order, so a
+        # unidirectional stack draws exactly what it drew before bidirectional existed.
         self._generator = np.random.default_rng(seed)
         self._params: dict[str, Array] = {}
         H, G = self.hidden_size, self._gates
         k = 1 / np.sqrt(H)
         for layer in range(self.num_layers):
-            d_in = self.input_size if layer == 0 else H
+            d_in = self.input_size if layer == 0 else self.num_directions * H
             shapes = {"weight_ih": (G * H, d_in), "weight_hh": (G * H, H)}
             if self.bias:
                 shapes |= {"bias_ih": (G * H,), "bias_hh": (G * H,)}
-            for name, shape in shapes.items():
-                # Drawn in float64 then rounded: float32 and float64 layers of one seed agree.
-                w = self._generator.uniform(-k, k, shape)
-                self._params[f"{name}_l{layer}"] = w.astype(self.dtype)
+            for reverse in self._directions:
+                for name, shape in shapes.items():
+                    # Drawn in float64 then rounded: float32 and float64 layers of one seed agree.
+                    w = self._generator.uniform(-k, k, shape)
+                    self._params[_key(name, layer, reverse)] = w.astype(self.dtype)
         self._grads = {name: np.zeros_like(p) for name, p in self._params.items()}
         self._tape: _Tape | None = None
         self._input_weight_grad: Array | None = None  # see forward(input_weight=)
 
     # --- what the stack is --------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        """2 for a bidirectional stack, else 1: y has num_directions * hidden_size features and
+        the state num_layers * num_directions rows."""
+        return 2 if self.bidirectional else 1
+
+    @property
+    def _directions(self) -> tuple[bool, ...]:
+        """The `reverse` flag of each direction of a layer, in PyTorch's order."""
+        return (False, True) if self.bidirectional else (False,)
 
     @property
     def generator(self) -> np.random.Generator:
@@ -147,7 +176,8 @@ class RecurrentStack(Generic[S]):
     # --- parameters ---------------------------------------------------------------------------
 
     def parameters(self) -> dict[str, Array]:
-        """The parameters by PyTorch name, e.g. ``weight_ih_l0`` (G*H, D), ``bias_hh_l1`` (G*H,).
+        """The parameters by PyTorch name, e.g. ``weight_ih_l0`` (G*H, D), ``bias_hh_l1`` (G*H,),
+        ``weight_hh_l0_reverse`` (G*H, H) in a bidirectional stack.
 
         The arrays are the layer's own (not copies): an optimizer updates them in place. The
         dict is new on each call, so adding or removing keys does not change the layer.
@@ -168,7 +198,8 @@ class RecurrentStack(Generic[S]):
             g.fill(0)
 
     def state_dict(self) -> dict[str, Array]:
-        """Copies of the parameters by PyTorch name, in PyTorch's order.
+        """Copies of the parameters by PyTorch name, in PyTorch's order (per layer: the forward
+        direction's weight_ih, weight_hh, bias_ih, bias_hh, then the reverse direction's).
 
         ``torch_module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
         loads them into the torch.nn module of the same configuration.
@@ -226,16 +257,24 @@ class RecurrentStack(Generic[S]):
         x: npt.ArrayLike,
         state: S | None = None,
         *,
+        lengths: npt.ArrayLike | None = None,
         training: bool = True,
         input_weight: Array | None = None,
     ) -> tuple[Array, S]:
-        """Run the stack over a whole sequence.
+        """Run the stack over a whole sequence (each direction of each layer in one kernel call).
 
         Args:
             x: (T, B, D) inputs, of the layer's dtype; or a (T, B) integer array of token ids
                 in [0, input_size), standing for one-hot rows (gathered, never built).
-            state: initial state, or None for zeros: (L, B, H) for RNN and GRU; for the LSTM a
-                tuple (h, c) of two (L, B, H) arrays (either may be None).
+            state: initial state, or None for zeros: (L*dirs, B, H) for RNN and GRU; for the
+                LSTM a tuple (h, c) of two such arrays (either may be None). Rows in PyTorch's
+                order: layer 0 forward, layer 0 reverse (bidirectional), layer 1 forward, ...
+            lengths: (B,) integer steps each sequence runs, in [0, T], any order; None for all
+                T. As PyTorch's packed sequences padded with zeros: y[t, b] = 0 (in both
+                directions' halves) for t >= lengths[b], x there is never read, the forward
+                direction's final state is the state after step lengths[b]-1 and the reverse
+                direction's the state after reading x[0] (it starts at x[lengths[b]-1]); a
+                length 0 leaves that row's initial state as its final state (docs/sequences.md).
             training: keep the caches for backward() and apply dropout between layers. With
                 False nothing is kept (and the caches of an earlier forward are dropped).
             input_weight: (G*H, D') used by layer 0 instead of weight_ih_l0, of the layer's
@@ -243,80 +282,93 @@ class RecurrentStack(Generic[S]):
                 for a model that folds its embedding into layer 0 (weight_ih_l0 embeddingᵀ,
                 gathered by token ids). backward() then leaves this weight's gradient in
                 ``input_weight_grad`` and adds nothing into ``grads["weight_ih_l0"]``.
+                Unidirectional stacks only (a bidirectional layer 0 has two input weights).
 
         Returns:
-            y: (T, B, H) outputs of the last layer (no dropout is applied to them).
-            state: final state in the format of the argument ((L, B, H), or (h, c) for the
-                LSTM), to pass to the next forward when feeding a long sequence in chunks.
+            y: (T, B, dirs*H) outputs of the last layer (no dropout is applied to them);
+                bidirectional: y[..., :H] the forward direction, y[..., H:] the reverse.
+            state: final state in the format of the argument ((L*dirs, B, H), or (h, c) for
+                the LSTM), to pass to the next forward when feeding a long sequence in chunks.
 
         Raises:
             TypeError: x or state is not an array of the layer's dtype (lists are converted;
-                arrays of another dtype are not: cast them explicitly).
-            ValueError: x is not (T, B, input_size), or state is not (num_layers, B, H).
+                arrays of another dtype are not: cast them explicitly); lengths is not an
+                integer array (floats and bools are refused).
+            ValueError: x is not (T, B, input_size), state is not (L*dirs, B, H), lengths is
+                not (B,) or has a value outside [0, T], or input_weight is given to a
+                bidirectional stack.
 
         Not thread-safe: the caches live on the layer object, so one layer must not run
         forward/backward from several threads at once.
         """
         where = f"{type(self).__name__}.forward"
         training = flag(where, "training", training)
+        if input_weight is not None and self.bidirectional:
+            raise ValueError(
+                f"{where}: input_weight is supported by unidirectional stacks only, got one for "
+                "a bidirectional stack (its layer 0 has two input weights, weight_ih_l0 and "
+                "weight_ih_l0_reverse)"
+            )
         d_in = self.input_size if input_weight is None else input_weight.shape[1]
-        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer):
-            # One-hot input: (T, B) token ids; the kernel gathers weight columns, no dx.
-            if x.ndim != 2:  # an integer (T, B, D) array is a dtype mistake, not token ids
-                raise TypeError(
-                    f"{where}: x must have dtype {self.dtype} (the layer's dtype), or be a (T, B) "
-                    f"integer array of token ids; got {x.dtype} of shape {x.shape}"
-                )
-        else:
-            x = self._array(where, "x", x, "(T, B, D)")
-            if x.ndim != 3 or x.shape[2] != d_in:
-                raise ValueError(
-                    f"{where}: x must have shape (T, B, D) with D = input_size = {d_in}, "
-                    f"got shape {x.shape}"
-                )
+        x = check_input(where, x, self.dtype, d_in)
         T, B = x.shape[:2]
+        lengths = check_lengths(where, lengths, T, B)  # (B,) int64 or None
         states0 = self._unpack(where, "state", state, B)
         self._tape = None  # frees the previous caches before the kernels allocate new ones
         self._input_weight_grad = None
         fwd = _kernel(self._forward)
-        p, n = self.dropout, len(self._state_names)
-        caches: list[Any] = []
+        p, n, dirs = self.dropout, len(self._state_names), self.num_directions
+        caches: list[list[Any]] = []
         masks: list[Array | None] = []
         finals: list[list[Array]] = [[] for _ in range(n)]
-        inp = x  # (T, B, D) for layer 0, then (T, B, H)
+        inp = x  # (T, B, D) for layer 0, then (T, B, dirs*H)
         for layer in range(self.num_layers):
-            s0 = [None if s is None else s[layer] for s in states0]  # (B, H) each
-            weights = self.layer_weights(layer)
-            if layer == 0 and input_weight is not None:
-                weights = (input_weight, *weights[1:])
-            y, *rest = fwd(inp, *s0, *weights, training=training, **self._options)
-            for f, s in zip(finals, rest[:n], strict=True):
-                f.append(s)  # (B, H)
-            caches.append(rest[n])
+            outs: list[Array] = []
+            caches.append([])
+            for d, reverse in enumerate(self._directions):
+                s0 = [None if s is None else s[layer * dirs + d] for s in states0]  # (B, H) each
+                weights = self.layer_weights(layer, reverse=reverse)
+                if layer == 0 and input_weight is not None:
+                    weights = (input_weight, *weights[1:])
+                # Only what differs from the default is passed: a unidirectional stack without
+                # lengths calls the kernels exactly as it always did.
+                seq: dict[str, Any] = {} if lengths is None else {"lengths": lengths}
+                if reverse:
+                    seq["reverse"] = True
+                y, *rest = fwd(inp, *s0, *weights, training=training, **seq, **self._options)
+                for f, s in zip(finals, rest[:n], strict=True):
+                    f.append(s)  # (B, H)
+                caches[layer].append(rest[n])
+                outs.append(y)  # (T, B, H)
+            y = outs[0] if dirs == 1 else np.concatenate(outs, axis=2)  # (T, B, dirs*H)
             mask = None
             if training and p > 0 and layer < self.num_layers - 1:
                 # Inverted dropout: kept units are scaled by 1/(1-p) so that no rescaling is
                 # needed at inference. The mask is kept for backward. float32 draws cost half
-                # as much as float64 ones and resolve p to 2^-24.
-                keep = self._generator.random(y.shape, dtype=np.float32) >= p  # (T, B, H)
-                mask = keep * self.dtype.type(1 / (1 - p))  # (T, B, H) in the layer's dtype
+                # as much as float64 ones and resolve p to 2^-24. Bidirectional: one mask over
+                # the concatenated output, as PyTorch.
+                keep = self._generator.random(y.shape, dtype=np.float32) >= p  # (T, B, dirs*H)
+                mask = keep * self.dtype.type(1 / (1 - p))  # (T, B, dirs*H), layer's dtype
                 y = y * mask
             masks.append(mask)
             inp = y
         if training:
             self._tape = _Tape(caches, masks, T, B, input_weight is not None)
-        return inp, self._pack([np.stack(f) for f in finals])
+        return inp, pack_state([np.stack(f) for f in finals])
 
     def backward(self, dy: npt.ArrayLike | None, dstate: S | None = None) -> tuple[Array, S]:
         """Backpropagate through the last forward(training=True); add into ``grads``.
 
         Args:
-            dy: (T, B, H) gradient of the loss with respect to y, or None for zeros.
+            dy: (T, B, dirs*H) gradient of the loss with respect to y, or None for zeros.
+                After a forward with lengths, dy past a sequence's length is ignored.
             dstate: gradient with respect to the final state forward returned, in its format
-                ((L, B, H), or (dh, dc) for the LSTM, either may be None), or None for zeros.
+                ((L*dirs, B, H), or (dh, dc) for the LSTM, either may be None), or None for
+                zeros.
 
         Returns:
-            dx: (T, B, D) gradient with respect to x (None when x was integer token ids).
+            dx: (T, B, D) gradient with respect to x (None when x was integer token ids); 0
+                past each sequence's length. Bidirectional: the sum of both directions'.
             dstate0: gradient with respect to forward's initial state, in the state's format;
                 returned also when forward got state=None (the gradient at the zero state).
 
@@ -334,33 +386,41 @@ class RecurrentStack(Generic[S]):
                 f"{where}: nothing to backpropagate through: call forward(x, training=True) "
                 "first (a forward with training=False keeps no caches)"
             )
-        L, T, B, H = self.num_layers, tape.T, tape.B, self.hidden_size
+        L, T, B, H, dirs = self.num_layers, tape.T, tape.B, self.hidden_size, self.num_directions
         if dy is not None:
-            dy = self._array(where, "dy", dy, "(T, B, H)")
-            if dy.shape != (T, B, H):
+            layout = "(T, B, 2H)" if self.bidirectional else "(T, B, H)"
+            dy = as_float_array(where, "dy", dy, self.dtype, layout)
+            if dy.shape != (T, B, dirs * H):
                 raise ValueError(
-                    f"{where}: dy must have shape (T, B, H) = {(T, B, H)} (from the forward), "
-                    f"got shape {dy.shape}"
+                    f"{where}: dy must have shape {layout} = {(T, B, dirs * H)} (from the "
+                    f"forward), got shape {dy.shape}"
                 )
         dstates = self._unpack(where, "dstate", dstate, B)
         bwd = _kernel(self._backward)
         n = len(self._state_names)
-        d0 = [np.empty((L, B, H), self.dtype) for _ in range(n)]  # (L, B, H) each
-        grad = dy  # (T, B, H) gradient into the current layer's output
+        d0 = [np.empty((L * dirs, B, H), self.dtype) for _ in range(n)]  # (L*dirs, B, H) each
+        grad = dy  # (T, B, dirs*H) gradient into the current layer's output
         for layer in reversed(range(L)):
-            dn = [None if d is None else d[layer] for d in dstates]  # (B, H) each
-            dx, *rest = bwd(grad, *dn, tape.caches[layer])
-            for out, d in zip(d0, rest[:n], strict=True):
-                out[layer] = d
-            for name, g in zip(_PARAM_NAMES, rest[n:], strict=True):
-                if layer == 0 and name == "weight_ih" and tape.input_weight_given:
-                    self._input_weight_grad = g  # the caller's input weight: theirs to use
-                elif g is not None:
-                    self._grads[f"{name}_l{layer}"] += g
+            dx_sum: Array | None = None  # (T, B, D or dirs*H) both directions' dx, summed
+            for d, reverse in enumerate(self._directions):
+                i = layer * dirs + d  # the direction's row of the state
+                dn = [None if ds is None else ds[i] for ds in dstates]  # (B, H) each
+                g = grad
+                if dirs > 1 and grad is not None:
+                    g = np.ascontiguousarray(grad[..., d * H : (d + 1) * H])  # (T, B, H)
+                dx, *rest = bwd(g, *dn, tape.caches[layer][d])
+                for out, ds in zip(d0, rest[:n], strict=True):
+                    out[i] = ds
+                for name, gw in zip(_PARAM_NAMES, rest[n:], strict=True):
+                    if layer == 0 and name == "weight_ih" and tape.input_weight_given:
+                        self._input_weight_grad = gw  # the caller's input weight: theirs to use
+                    elif gw is not None:
+                        self._grads[_key(name, layer, reverse)] += gw
+                dx_sum = dx if dx_sum is None else dx_sum + dx  # dx is None for token ids
             if layer > 0 and tape.masks[layer - 1] is not None:
-                dx = dx * tape.masks[layer - 1]  # the same mask as the forward
-            grad = dx
-        return grad, self._pack(d0)
+                dx_sum = dx_sum * tape.masks[layer - 1]  # the same mask as the forward
+            grad = dx_sum
+        return grad, pack_state(d0)
 
     @property
     def input_weight_grad(self) -> Array | None:
@@ -369,75 +429,44 @@ class RecurrentStack(Generic[S]):
         None before that backward, or when the forward had no input_weight."""
         return self._input_weight_grad
 
-    def layer_weights(self, layer: int) -> tuple[Array, Array, Array | None, Array | None]:
-        """(weight_ih, weight_hh, bias_ih, bias_hh) of layer `layer`, the arrays the kernels
-        compute with (not copies): (G*H, D or H), (G*H, H), (G*H,), (G*H,); the biases are
-        None when bias=False.
+    def layer_weights(
+        self, layer: int, *, reverse: bool = False
+    ) -> tuple[Array, Array, Array | None, Array | None]:
+        """(weight_ih, weight_hh, bias_ih, bias_hh) of one direction of layer `layer`, the
+        arrays the kernels compute with (not copies): (G*H, D or dirs*H), (G*H, H), (G*H,),
+        (G*H,); the biases are None when bias=False.
+
+        Args:
+            layer: in [0, num_layers).
+            reverse: the reverse direction's (``..._l{layer}_reverse``); bidirectional only.
 
         Raises:
             IndexError: layer is not in [0, num_layers).
+            TypeError: reverse is not a bool. ValueError: reverse=True on a unidirectional stack.
         """
+        where = f"{type(self).__name__}.layer_weights"
         if not 0 <= layer < self.num_layers:
-            raise IndexError(
-                f"{type(self).__name__}.layer_weights: layer must be in [0, {self.num_layers}), "
-                f"got {layer}"
-            )
-        w_ih, w_hh, b_ih, b_hh = (self._params.get(f"{n}_l{layer}") for n in _PARAM_NAMES)
+            raise IndexError(f"{where}: layer must be in [0, {self.num_layers}), got {layer}")
+        if flag(where, "reverse", reverse) and not self.bidirectional:
+            raise ValueError(f"{where}: reverse=True needs a bidirectional stack")
+        w_ih, w_hh, b_ih, b_hh = (self._params.get(_key(n, layer, reverse)) for n in _PARAM_NAMES)
         assert w_ih is not None and w_hh is not None
         return w_ih, w_hh, b_ih, b_hh
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _array(self, where: str, name: str, a: Any, shape: str) -> Array:
-        """`a` as an array of the layer's dtype: arrays must have it, lists are converted."""
-        if isinstance(a, np.ndarray):
-            if a.dtype.kind != "f" or a.dtype.newbyteorder("=") != self.dtype:
-                raise TypeError(
-                    f"{where}: {name} must have dtype {self.dtype} (the layer's dtype), "
-                    f"got {a.dtype}"
-                )
-            return a  # the kernels take the other byte order too (converting it once)
-        if isinstance(a, (list, tuple)):
-            try:
-                return np.asarray(a, dtype=self.dtype)
-            except (TypeError, ValueError):
-                pass
-        raise TypeError(
-            f"{where}: {name} must be a {self.dtype} array of shape {shape}, got {type(a).__name__}"
-        )
-
     def _unpack(self, where: str, name: str, state: Any, B: int) -> list[Array | None]:
-        """A state or its gradient as one (L, B, H) array (or None) per state component."""
-        names = self._state_names
-        if state is None:
-            return [None] * len(names)
-        if len(names) == 1:
-            parts, labels = [state], [name]
-        else:
-            if not isinstance(state, (tuple, list)) or len(state) != len(names):
-                raise TypeError(
-                    f"{where}: {name} must be a tuple ({', '.join(names)}) of arrays of shape "
-                    f"(L, B, H), or None, got {type(state).__name__}"
-                    + (f" of length {len(state)}" if isinstance(state, (tuple, list)) else "")
-                )
-            parts, labels = list(state), [f"{name}[{i}] ({s})" for i, s in enumerate(names)]
-        out: list[Array | None] = []
-        expected = (self.num_layers, B, self.hidden_size)
-        for part, label in zip(parts, labels, strict=True):
-            if part is None:
-                out.append(None)
-                continue
-            a = self._array(where, label, part, "(L, B, H)")
-            if a.shape != expected:
-                raise ValueError(
-                    f"{where}: {label} must have shape (L, B, H) = {expected} "
-                    f"(num_layers, batch, hidden_size), got shape {a.shape}"
-                )
-            out.append(a)
-        return out
-
-    def _pack(self, states: Sequence[Array]) -> Any:
-        return states[0] if len(states) == 1 else tuple(states)
+        """A state or its gradient as one (L*dirs, B, H) array (or None) per state component."""
+        expected = (self.num_layers * self.num_directions, B, self.hidden_size)
+        return unpack_state(
+            where,
+            name,
+            state,
+            self._state_names,
+            expected,
+            self.dtype,
+            bidirectional=self.bidirectional,
+        )
 
     def __repr__(self) -> str:
         args = [str(self.input_size), str(self.hidden_size)]
@@ -450,6 +479,8 @@ class RecurrentStack(Generic[S]):
             args.append("bias=False")
         if self.dropout:
             args.append(f"dropout={self.dropout}")
+        if self.bidirectional:
+            args.append("bidirectional=True")
         if self.dtype != np.float32:
             args.append(f"dtype={self.dtype}")
         return f"{type(self).__name__}({', '.join(args)})"

@@ -29,6 +29,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
+from .reporting import ConsoleReporter, FitResult, Reporter
 from .sample import generate, sample_stream
 from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
 
@@ -44,11 +45,14 @@ __all__ = [
     "CharRNN",
     "Checkpoint",
     "CheckpointError",
+    "ConsoleReporter",
     "Corpus",
     "DataError",
+    "FitResult",
     "GRUCache",
     "LSTMCache",
     "RNNCache",
+    "Reporter",
     "StepInfo",
     "TrainConfig",
     "Trainer",

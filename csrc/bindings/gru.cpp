@@ -25,11 +25,11 @@ struct GruCache : SeqCache {
 
 template <typename T>
 py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool training) {
-  const SeqSizes n = sizes_of(a);
   auto y = new_array<T>({a.T, a.B, a.H});
   auto h_n = new_array<T>({a.B, a.H});
   auto c = new_cache<GruCache, GruWorkspace<T>>(a, dt);  // inference: lives only for this call
   c->reset_after = reset_after;
+  const SeqSizes n = c->sizes();  // with the packed layout of lengths
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
     const SeqInputs<T> in = inputs_of(a);
@@ -45,17 +45,18 @@ py::tuple gru_forward_impl(const SeqArgs<T> &a, DType dt, bool reset_after, bool
 
 py::tuple gru_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
                          py::handle b_ih, py::handle b_hh, py::handle reset_after_,
-                         py::handle training_) {
+                         py::handle lengths, py::handle reverse_, py::handle training_) {
   const std::string fn = "gru_forward";
   const bool reset_after = flag(fn, reset_after_, "reset_after");
   const bool training = flag(fn, training_, "training");
+  const bool reverse = reverse_arg(fn, reverse_);
   const DType dt = dtype_from(fn, w_ih, "w_ih");
   Dims d(fn, 3);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    return gru_forward_impl<T>(
-        take_seq_args<T>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt,
-        reset_after, training);
+    auto a = take_seq_args<T>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training);
+    take_lengths(fn, lengths, reverse, a);
+    return gru_forward_impl<T>(a, dt, reset_after, training);
   });
 }
 
@@ -74,16 +75,21 @@ py::tuple gru_backward_impl(const GruCache &c, py::handle dy_, py::handle dh_n_)
   auto db_ih = new_array<T>({H3});
   auto db_hh = new_array<T>({H3});
   auto scratch = carve_block<GruScratch<T>>(n, c.one_hot);
-  const GruBackwardArgs<T> args{{dxp, dh0.mutable_data(), dw_ih.mutable_data(),
+  const GradOrder<T> order(n, c.one_hot);  // lengths: the packed side of the gradients
+  const T *dyp = ptr_or_null<T>(dy), *dhnp = ptr_or_null<T>(dh_n);
+  T *dh0p = dh0.mutable_data();
+  const GruBackwardArgs<T> args{{order.out(dxp, 0), order.out(dh0p, 1), dw_ih.mutable_data(),
                                  dw_hh.mutable_data(), db_ih.mutable_data(), db_hh.mutable_data()},
-                                ptr_or_null<T>(dy),
-                                ptr_or_null<T>(dh_n),
+                                order.in(dyp, 0),
+                                order.in(dhnp, 1),
                                 c.workspace<GruWorkspace<T>>(),
                                 scratch.at,
                                 n};
   {
     ComputeScope nogil;
+    order.pack(dyp, dhnp, nullptr);
     gru_backward<T>(args, c.reset_after);
+    order.unpack(dxp, dh0p, nullptr);
   }
   py::object bi = c.has_b_ih ? py::object(db_ih) : py::none();
   py::object bh = c.has_b_hh ? py::object(db_hh) : py::none();
@@ -146,7 +152,8 @@ void bind_gru(py::module_ &m) {
       .def_property_readonly("reset_after", [](const GruCache &c) { return c.reset_after; });
   m.def("gru_forward", &gru_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
-        py::arg("reset_after") = py::bool_(true), py::arg("training") = py::bool_(true),
+        py::arg("reset_after") = py::bool_(true), py::arg("lengths") = py::none(),
+        py::arg("reverse") = py::bool_(false), py::arg("training") = py::bool_(true),
         kGruForwardDoc);
   m.def("gru_backward", &gru_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kGruBackwardDoc);

@@ -20,36 +20,38 @@ struct LstmCache : SeqCache {};
 
 template <typename T>
 py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
-  const SeqSizes n = sizes_of(a);
   auto y = new_array<T>({a.T, a.B, a.H});
   auto h_n = new_array<T>({a.B, a.H});
   auto c_n = new_array<T>({a.B, a.H});
   // Inference keeps nothing: the same workspace lives only for this call.
   auto c = new_cache<LstmCache, LstmWorkspace<T>>(a, dt);
+  const SeqSizes nl = c->sizes();  // with the packed layout of lengths
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
     const SeqInputs<T> in = inputs_of(a);
     ComputeScope nogil;
     const auto ws = c->template workspace<LstmWorkspace<T>>();
-    ws.prepare(in, n);
-    lstm_forward<T>(ws.forward_args(n));
-    ws.read_outputs(yp, hnp, cnp, n);
+    ws.prepare(in, nl);
+    lstm_forward<T>(ws.forward_args(nl));
+    ws.read_outputs(yp, hnp, cnp, nl);
   }
   py::object cache = training ? py::cast(std::move(c)) : py::none();
   return py::make_tuple(y, h_n, c_n, cache);
 }
 
 py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle w_ih,
-                          py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle training_) {
+                          py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle lengths,
+                          py::handle reverse_, py::handle training_) {
   const std::string fn = "lstm_forward";
   const bool training = flag(fn, training_, "training");
+  const bool reverse = reverse_arg(fn, reverse_);
   const DType dt = dtype_from(fn, w_ih, "w_ih");
   Dims d(fn, 4);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    return lstm_forward_impl<T>(
-        take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training), dt,
-        training);
+    auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training);
+    take_lengths(fn, lengths, reverse, a);
+    return lstm_forward_impl<T>(a, dt, training);
   });
 }
 
@@ -70,17 +72,22 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
   auto dw_hh = new_array<T>({H4, c.H});
   auto db = new_array<T>({H4});
   auto scratch = carve_block<LstmScratch<T>>(n, c.one_hot);
-  const LstmBackwardArgs<T> args{{dxp, dh0.mutable_data(), dc0.mutable_data(), dw_ih.mutable_data(),
-                                  dw_hh.mutable_data(), db.mutable_data()},
-                                 ptr_or_null<T>(dy),
-                                 ptr_or_null<T>(dh_n),
-                                 ptr_or_null<T>(dc_n),
+  const GradOrder<T> order(n, c.one_hot);  // lengths: the packed side of the gradients
+  const T *dyp = ptr_or_null<T>(dy), *dhnp = ptr_or_null<T>(dh_n), *dcnp = ptr_or_null<T>(dc_n);
+  T *dh0p = dh0.mutable_data(), *dc0p = dc0.mutable_data();
+  const LstmBackwardArgs<T> args{{order.out(dxp, 0), order.out(dh0p, 1), order.out(dc0p, 2),
+                                  dw_ih.mutable_data(), dw_hh.mutable_data(), db.mutable_data()},
+                                 order.in(dyp, 0),
+                                 order.in(dhnp, 1),
+                                 order.in(dcnp, 2),
                                  c.workspace<LstmWorkspace<T>>(),
                                  scratch.at,
                                  n};
   {
     ComputeScope nogil;
+    order.pack(dyp, dhnp, dcnp);
     lstm_backward<T>(args);
+    order.unpack(dxp, dh0p, dc0p);
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
@@ -138,7 +145,8 @@ void bind_lstm(py::module_ &m) {
                         "lstm_backward.");
   m.def("lstm_forward", &lstm_forward_py, py::arg("x"), py::arg("h0"), py::arg("c0"),
         py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
-        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("training") = py::bool_(true),
+        py::arg("b_hh") = py::none(), py::kw_only(), py::arg("lengths") = py::none(),
+        py::arg("reverse") = py::bool_(false), py::arg("training") = py::bool_(true),
         kLstmForwardDoc);
   m.def("lstm_backward", &lstm_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
         py::arg("cache"), kLstmBackwardDoc);

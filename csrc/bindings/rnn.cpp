@@ -30,7 +30,7 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   auto y = new_array<T>({a.T, a.B, a.H});
   auto h_n = new_array<T>({a.B, a.H});
   T *yp = y.mutable_data(), *hnp = h_n.mutable_data();
-  if (!training && !a.one_hot) {  // nothing to keep: straight from the arguments
+  if (!training && !a.one_hot && !a.has_lengths) {  // nothing to keep: straight from the arguments
     auto tmp = carve_block<RnnInferenceBuffers<T>>(n, in.h0 == nullptr);
     {
       ComputeScope nogil;
@@ -44,21 +44,23 @@ py::tuple rnn_forward_impl(const SeqArgs<T> &a, DType dt, Activation act, bool t
   }
   auto c = new_cache<RnnCache, RnnWorkspace<T>>(a, dt);
   c->act = act;
+  const SeqSizes nl = c->sizes();  // with the packed layout of lengths
   {
     ComputeScope nogil;
     const auto ws = c->template workspace<RnnWorkspace<T>>();
-    ws.prepare(in, n);
-    rnn_forward<T>(ws.forward_args(act, n));
-    read_outputs(yp, hnp, ws.seq, n);
+    ws.prepare(in, nl);
+    rnn_forward<T>(ws.forward_args(act, nl));
+    read_outputs(yp, hnp, ws.seq, nl);
   }
   return py::make_tuple(y, h_n, training ? py::cast(std::move(c)) : py::none());
 }
 
 py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handle w_hh,
                          py::handle b_ih, py::handle b_hh, py::handle nonlinearity,
-                         py::handle training_) {
+                         py::handle lengths, py::handle reverse_, py::handle training_) {
   const std::string fn = "rnn_forward";
   const bool training = flag(fn, training_, "training");
+  const bool reverse = reverse_arg(fn, reverse_);
   if (!py::isinstance<py::str>(nonlinearity))
     throw py::type_error(fn + ": nonlinearity must be 'tanh' or 'relu', got " +
                          type_name(nonlinearity));
@@ -70,9 +72,9 @@ py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   Dims d(fn, 1);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    return rnn_forward_impl<T>(
-        take_seq_args<T>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training), dt, act,
-        training);
+    auto a = take_seq_args<T>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training);
+    take_lengths(fn, lengths, reverse, a);
+    return rnn_forward_impl<T>(a, dt, act, training);
   });
 }
 
@@ -89,17 +91,22 @@ py::tuple rnn_backward_impl(const RnnCache &c, py::handle dy_, py::handle dh_n_)
   auto dw_hh = new_array<T>({c.H, c.H});
   auto db = new_array<T>({c.H});
   auto scratch = carve_block<RnnScratch<T>>(n, c.one_hot);
-  const RnnBackwardArgs<T> args{
-      {dxp, dh0.mutable_data(), dw_ih.mutable_data(), dw_hh.mutable_data(), db.mutable_data()},
-      ptr_or_null<T>(dy),
-      ptr_or_null<T>(dh_n),
-      c.workspace<RnnWorkspace<T>>(),
-      scratch.at,
-      c.act,
-      n};
+  const GradOrder<T> order(n, c.one_hot);  // lengths: the packed side of the gradients
+  const T *dyp = ptr_or_null<T>(dy), *dhnp = ptr_or_null<T>(dh_n);
+  T *dh0p = dh0.mutable_data();
+  const RnnBackwardArgs<T> args{{order.out(dxp, 0), order.out(dh0p, 1), dw_ih.mutable_data(),
+                                 dw_hh.mutable_data(), db.mutable_data()},
+                                order.in(dyp, 0),
+                                order.in(dhnp, 1),
+                                c.workspace<RnnWorkspace<T>>(),
+                                scratch.at,
+                                c.act,
+                                n};
   {
     ComputeScope nogil;
+    order.pack(dyp, dhnp, nullptr);
     rnn_backward<T>(args);
+    order.unpack(dxp, dh0p, nullptr);
   }
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dw_ih, dw_hh, db_ih, db_hh);
@@ -168,7 +175,9 @@ void bind_rnn(py::module_ &m) {
       });
   m.def("rnn_forward", &rnn_forward_py, py::arg("x"), py::arg("h0"), py::arg("w_ih"),
         py::arg("w_hh"), py::arg("b_ih") = py::none(), py::arg("b_hh") = py::none(), py::kw_only(),
-        py::arg("nonlinearity") = "tanh", py::arg("training") = py::bool_(true), kRnnForwardDoc);
+        py::arg("nonlinearity") = "tanh", py::arg("lengths") = py::none(),
+        py::arg("reverse") = py::bool_(false), py::arg("training") = py::bool_(true),
+        kRnnForwardDoc);
   m.def("rnn_backward", &rnn_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("cache"),
         kRnnBackwardDoc);
 }

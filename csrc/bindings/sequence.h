@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "bindings/arrays.h"
 #include "bindings/validate.h"
@@ -27,6 +28,9 @@ struct SeqArgs {
   bool one_hot = false;
   py::object h0, c0, b_ih, b_hh;  // None where absent
   idx T, B, D, H;
+  bool has_lengths = false;           // false also where every length is T and not reverse
+  std::vector<std::int64_t> lengths;  // (B) values in [0, T]
+  bool reverse = false;
 };
 
 inline bool is_integer_array(py::handle obj) {
@@ -122,18 +126,71 @@ SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, 
   return a;
 }
 
-// What every cell's cache holds: the sizes and flags of its forward, and the one block of the
-// cell's workspace (cells/*.h: <Cell>Workspace), carved again by the backward.
+// reverse=: a bool (Python's or NumPy's), else a TypeError in the reference's words.
+inline bool reverse_arg(const std::string &fn, py::handle v) {
+  if (py::isinstance<py::bool_>(v)) return v.cast<bool>();
+  if (py::isinstance(v, py::module_::import("numpy").attr("bool_"))) return v.cast<bool>();
+  throw py::type_error(fn + ": reverse must be a bool, got " + std::string(py::repr(v)) + " (" +
+                       std::string(py::str(v.get_type().attr("__name__"))) + ")");
+}
+
+// lengths=: None, or (B,) integers in [0, T] (any integer dtype, or what NumPy makes one of);
+// a TypeError or ValueError in the reference's words otherwise. Every length T without reverse
+// is the call without lengths.
+template <typename T>
+void take_lengths(const std::string &fn, py::handle lengths, bool reverse, SeqArgs<T> &a) {
+  a.reverse = reverse;
+  a.has_lengths = reverse;  // reverse runs on the packed layout, lengths T or not
+  if (lengths.is_none()) {
+    if (reverse) a.lengths.assign(static_cast<std::size_t>(a.B), a.T);
+    return;
+  }
+  const std::string B = std::to_string(a.B);
+  py::array arr = py::module_::import("numpy").attr("asarray")(lengths);
+  const char kind = arr.dtype().kind();
+  if (kind != 'i' && kind != 'u')
+    throw py::type_error(fn + ": lengths must be an integer array of shape (" + B +
+                         ",), got dtype " + std::string(py::str(arr.dtype())));
+  if (arr.ndim() != 1 || arr.shape(0) != a.B)
+    throw py::value_error(fn + ": lengths must have shape (B,) = (" + B + ",), got shape " +
+                          std::string(py::str(arr.attr("shape"))));
+  auto wide = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+  a.lengths.assign(wide.data(), wide.data() + a.B);
+  bool all_t = true;
+  for (idx i = 0; i < a.B; ++i) {
+    const std::int64_t v = a.lengths[static_cast<std::size_t>(i)];
+    if (v < 0 || v > a.T || (kind == 'u' && v < 0))
+      throw py::value_error(fn + ": lengths must have values in [0, T] = [0, " +
+                            std::to_string(a.T) + "], got lengths[" + std::to_string(i) +
+                            "] = " + std::string(py::str(arr[py::int_(i)])));
+    all_t = all_t && v == a.T;
+  }
+  a.has_lengths = reverse || !all_t;
+}
+
+// What every cell's cache holds: the sizes and flags of its forward, the one block of the
+// cell's workspace (cells/*.h: <Cell>Workspace), carved again by the backward, and with lengths
+// the packed layout (common/packing.h) in a block of its own.
 struct SeqCache {
   DType dtype;
   idx T, B, D, H;
   bool has_b_ih, has_b_hh, one_hot;
   Block block;
-  std::size_t nbytes() const { return block.bytes(); }
-  SeqSizes sizes() const { return {int(T), int(B), int(D), int(H)}; }
+  bool has_order = false;
+  Block order_block;  // off (T+1), perm (B), len (B)
+  SeqOrder order{};
+  std::size_t nbytes() const { return block.bytes() + order_block.bytes(); }
+  SeqSizes sizes() const { return {int(T), int(B), int(D), int(H), has_order ? &order : nullptr}; }
+  void set_order(const std::vector<std::int64_t> &lengths, bool reverse) {
+    order_block = Block(static_cast<std::size_t>(T + 1 + 2 * B) * sizeof(int));
+    int *p = order_block.as<int>();
+    order = make_order(p, p + T + 1, p + T + 1 + B, lengths.data(), int(T), int(B), reverse);
+    has_order = true;
+  }
   std::string describe() const {
     return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " D=" + std::to_string(D) +
-           " H=" + std::to_string(H) + " " + dtype_name(dtype) + (one_hot ? " one-hot" : "");
+           " H=" + std::to_string(H) + " " + dtype_name(dtype) + (one_hot ? " one-hot" : "") +
+           (has_order ? " lengths" : "") + (has_order && order.reverse ? " reverse" : "");
   }
   // The cell's workspace in the block (the layout its forward carved).
   template <typename Workspace>
@@ -171,8 +228,56 @@ std::unique_ptr<Cache> new_cache(const SeqArgs<T> &a, DType dt) {
   c->has_b_hh = !a.b_hh.is_none();
   c->one_hot = a.one_hot;
   c->block = carve_block<Workspace>(sizes_of(a), a.one_hot).block;
+  if (a.has_lengths) c->set_order(a.lengths, a.reverse);
   return c;
 }
+
+// The backward's side of the packed layout (lengths): the upstream gradients packed (dy) and
+// sorted (dh_n, dc_n) for the kernel, and the kernel's dx, dh0, dc0 put back in the caller's
+// rows (dx zero in the padding). Without lengths every pointer passes through.
+template <typename T>
+class GradOrder {
+  struct Bufs {
+    T *dy, *dh_n, *dc_n;  // (N,H) packed, (B,H) sorted
+    T *dx, *dh0, *dc0;    // (N,D) packed, (B,H) sorted
+    static Bufs carve(Carver &c, SeqSizes n, bool one_hot) {
+      const std::size_t TB = static_cast<std::size_t>(n.TB()),
+                        BH = static_cast<std::size_t>(n.BH());
+      T *dy = c.take<T>(TB * n.H), *dh_n = c.take<T>(BH), *dc_n = c.take<T>(BH);
+      T *dx = one_hot ? nullptr : c.take<T>(TB * n.D);
+      T *dh0 = c.take<T>(BH);
+      return {dy, dh_n, dc_n, dx, dh0, c.take<T>(BH)};
+    }
+  };
+  SeqSizes n_;
+  Carved<Bufs> b_;
+
+ public:
+  GradOrder(SeqSizes n, bool one_hot) : n_(n) {
+    if (n.order) b_ = carve_block<Bufs>(n, one_hot);
+  }
+  // What the kernel reads and writes in place of the caller's arrays (nullptr stays nullptr).
+  const T *in(const T *p, int k) const {
+    return n_.order && p ? (k == 0 ? b_.at.dy : k == 1 ? b_.at.dh_n : b_.at.dc_n) : p;
+  }
+  T *out(T *p, int k) const {
+    return n_.order && p ? (k == 0 ? b_.at.dx : k == 1 ? b_.at.dh0 : b_.at.dc0) : p;
+  }
+  // Before the kernel (without the GIL): dy packed, dh_n and dc_n sorted.
+  void pack(const T *dy, const T *dh_n, const T *dc_n) const {
+    if (!n_.order) return;
+    if (dy) pack_rows(b_.at.dy, dy, n_.H, *n_.order, n_.B);
+    if (dh_n) sort_rows(b_.at.dh_n, dh_n, n_.H, *n_.order, n_.B);
+    if (dc_n) sort_rows(b_.at.dc_n, dc_n, n_.H, *n_.order, n_.B);
+  }
+  // After it: dx, dh0, dc0 into the caller's arrays (nullptr: none).
+  void unpack(T *dx, T *dh0, T *dc0) const {
+    if (!n_.order) return;
+    if (dx) unpack_rows(dx, b_.at.dx, n_.D, *n_.order, n_.T, n_.B);
+    if (dh0) unsort_rows(dh0, b_.at.dh0, n_.H, *n_.order, n_.B);
+    if (dc0) unsort_rows(dc0, b_.at.dc0, n_.H, *n_.order, n_.B);
+  }
+};
 
 // The cache argument of a backward call, or a TypeError naming what came instead.
 template <typename Cache>

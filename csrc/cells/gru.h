@@ -76,6 +76,7 @@ struct GruScratch {
   T *dh;         // (B,H) the running dh
   T *drh;        // (B,H) d(r ⊙ h) (reset_after = false)
   T *dw_onehot;  // (D,3H) one-hot input's dW_ih accumulator, else nullptr
+  T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
 
   static GruScratch carve(Carver &c, SeqSizes n, bool one_hot) {
     const std::size_t H3 = 3 * static_cast<std::size_t>(n.H), BH = static_cast<std::size_t>(n.BH());
@@ -84,7 +85,14 @@ struct GruScratch {
     T *dw = c.take<T>(H3 * (n.D + n.H + 2));
     T *dh = c.take<T>(BH);
     T *drh = c.take<T>(BH);
-    return {dgi, dgh, dw, dh, drh, one_hot ? c.take<T>(H3 * n.D) : nullptr};
+    T *dw_onehot = one_hot ? c.take<T>(H3 * n.D) : nullptr;
+    return {dgi,
+            dgh,
+            dw,
+            dh,
+            drh,
+            dw_onehot,
+            n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr};
   }
 };
 

@@ -2,7 +2,8 @@
 // cells/gru_reset_before.cpp): where a unit block's gates live, and the input side of the
 // whole-sequence weight gradients.
 //
-// Shape legend: T steps, B batch, D input size, H hidden size, G = 3 gates (r, z, n).
+// Shape legend: T steps, B batch, D input size, H hidden size, G = 3 gates (r, z, n); with
+// lengths the (T,B,·) buffers hold N packed rows (common/packing.h).
 //   gi, dgi (T,B,3H) input-side gates, blocked G = 3   gh, dgh (T,B,3H) in w_hh's order
 #pragma once
 
@@ -31,8 +32,8 @@ void input_side_grads(T *dw_ih, T *db_ih, T *s_ih, T *s_bi, const T *dgi, const 
                       const std::int32_t *ids, T *dw_onehot, SeqSizes n, int j0, int j1) {
   const GateBlocks g3{n.H, G};
   const idx H3 = static_cast<idx>(G) * n.H;
-  input_weight_grad<T>(s_ih, dgi, G * n.H, x, ids, n.TB(), n.D, G * n.H, G * j0, G * j1, dw_onehot);
-  col_sums<T>(s_bi, dgi, n.TB(), H3, G * j0, G * j1);
+  input_weight_grad<T>(s_ih, dgi, G * n.H, x, ids, n.N(), n.D, G * n.H, G * j0, G * j1, dw_onehot);
+  col_sums<T>(s_bi, dgi, n.N(), H3, G * j0, G * j1);
   unblock_gate_rows<T>(dw_ih, s_ih, g3, n.D, j0, j1);
   unblock_gate_rows<T>(db_ih, s_bi, g3, 1, j0, j1);
 }

@@ -35,13 +35,13 @@ using gru::G;
 template <typename T, typename W>
 void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
-  T *gt = a.gates + t * BH * G, *at = a.aux + t * BH, *ht = a.hs + t * BH;
+  T *gt = a.gates + r0 * G, *at = a.aux + r0, *ht = a.hs + r0;
   const T *bir = a.b_ih + c.r, *biz = a.b_ih + c.z, *bin = a.b_ih + c.n;
   const T *bhr = a.b_hh + c.r, *bhz = a.b_hh + c.z, *bhn = a.b_hh + c.n;
-  for (int b = 0; b < n.B; ++b) {
+  for (int b = 0; b < n.rows(t); ++b) {
     T *gi = gt + b * H3;
     const T *gr = a.gh + b * H3, *hpb = hp + b * static_cast<idx>(n.H) + u0;
     T *ab = at + b * static_cast<idx>(n.H) + u0, *hb = ht + b * static_cast<idx>(n.H) + u0;
@@ -65,13 +65,14 @@ void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
 template <typename T, typename W, typename HasDy>
 void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
-  const T *gt = a.fwd.gates + t * BH * G, *at = a.fwd.aux + t * BH;
-  const T *hp = a.fwd.seq.h_states + t * BH, *dyt = has_dy ? a.dy + t * BH : nullptr;
-  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
-  for (int b = 0; b < n.B; ++b) {
+  const T *gt = a.fwd.gates + r0 * G, *at = a.fwd.aux + r0;
+  const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H);  // h_{t-1}
+  const T *dyt = has_dy ? a.dy + r0 : nullptr;
+  T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
+  for (int b = 0; b < n.rows(t); ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *rr = gt + b * H3 + c.r, *zz = gt + b * H3 + c.z, *nn = gt + b * H3 + c.n;
     const T *hpb = hp + o, *ab = at + o, *dyb = has_dy ? dyt + o : nullptr;
@@ -97,7 +98,6 @@ template <typename T>
 void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
-  const idx BH = n.BH();
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
@@ -106,10 +106,10 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, G * s.j0, G * s.j1);
-    for (int t = 0; t < n.T; ++t) {
-      const T *hp = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H) h_{t-1}
-      rec.run(a.gh, G * n.H, hp, n.H, n.B, false);
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    for (int t = 0; t < n.steps(); ++t) {
+      const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
+      rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
       for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_block(a, t, hp, k, w); });
 #pragma omp barrier
     }
@@ -122,7 +122,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const GruGrads<T> &g = a.out;
   const SeqBuffers<T> &f = a.fwd.seq;
   const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
-  const int TB = n.TB();
+  const int TB = n.TB(), N = n.N();
   if (empty_sequence(n)) {
     empty_sequence_grads<T>({{g.dh0, a.dh_n}}, BH,
                             {{g.dw_ih, H3 * n.D},
@@ -141,14 +141,16 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     const ThreadSlice s = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
     const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);
+    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
+    // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
-    for (int t = n.T - 1; t >= 0; --t) {
+    for (int t = n.steps() - 1; t >= 0; --t) {
       with_dy(a.dy, [&](auto has_dy) {
         for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_block(a, t, k, w, has_dy); });
       });
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
-      rec.run(dh, n.H, dgh + t * BH * G, G * n.H, n.B, true);
+      rec.run(dh, n.H, dgh + n.at(t) * H3, G * n.H, n.rows(t), true);
     }
     copy_or_zero_cols<T>(g.dh0, dh, n.B, n.H, j0, j1);
     // Whole-sequence weight gradients of this thread's units, blocked into the scratch, then
@@ -157,14 +159,13 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
       T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
                                a.scratch.dw_onehot, n, j0, j1);
-      gemm_rows<T>(G * j0, G * j1, true, false, n.H, TB, dgh, G * n.H, f.h_states, n.H, T(0), s_hh,
-                   n.H);
-      col_sums<T>(s_bh, dgh, TB, H3, G * j0, G * j1);
+      gemm_rows<T>(G * j0, G * j1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+      col_sums<T>(s_bh, dgh, N, H3, G * j0, G * j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, j0, j1);
       unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, TB, n.D, s);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s);
   }
 }
 

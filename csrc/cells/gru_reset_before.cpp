@@ -43,12 +43,12 @@ inline BlockCols recurrent_cols(int H, int k) {
 template <typename T, typename W>
 void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
-  T *gt = a.gates + t * BH * G, *at = a.aux + t * BH;
+  T *gt = a.gates + r0 * G, *at = a.aux + r0;
   const T *bir = a.b_ih + ci.r, *biz = a.b_ih + ci.z, *bhr = a.b_hh + ch.r, *bhz = a.b_hh + ch.z;
-  for (int b = 0; b < n.B; ++b) {
+  for (int b = 0; b < n.rows(t); ++b) {
     T *ir = gt + b * H3 + ci.r, *iz = gt + b * H3 + ci.z;
     const T *hr = a.gh + b * H3 + ch.r, *hz = a.gh + b * H3 + ch.z;
     const T *hpb = hp + b * static_cast<idx>(n.H) + u0;
@@ -67,12 +67,12 @@ void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w
 template <typename T, typename W>
 void forward_n_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
-  T *gt = a.gates + t * BH * G, *ht = a.hs + t * BH;
+  T *gt = a.gates + r0 * G, *ht = a.hs + r0;
   const T *bin = a.b_ih + ci.n, *bhn = a.b_hh + ch.n;
-  for (int b = 0; b < n.B; ++b) {
+  for (int b = 0; b < n.rows(t); ++b) {
     T *in = gt + b * H3 + ci.n, *hb = ht + b * static_cast<idx>(n.H) + u0;
     const T *zz = gt + b * H3 + ci.z, *hn = a.gh + b * H3 + ch.n;
     const T *hpb = hp + b * static_cast<idx>(n.H) + u0;
@@ -90,13 +90,14 @@ void forward_n_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w)
 template <typename T, typename W, typename HasDy>
 void backward_nz_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
-  const T *gt = a.fwd.gates + t * BH * G, *hp = a.fwd.seq.h_states + t * BH;
-  const T *dyt = has_dy ? a.dy + t * BH : nullptr;
-  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
-  for (int b = 0; b < n.B; ++b) {
+  const T *gt = a.fwd.gates + r0 * G;
+  const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H);  // h_{t-1}
+  const T *dyt = has_dy ? a.dy + r0 : nullptr;
+  T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
+  for (int b = 0; b < n.rows(t); ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *zz = gt + b * H3 + ci.z, *nn = gt + b * H3 + ci.n;
     const T *hpb = hp + o, *dyb = has_dy ? dyt + o : nullptr;
@@ -119,12 +120,13 @@ void backward_nz_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has
 template <typename T, typename W>
 void backward_r_block(const GruBackwardArgs<T> &a, int t, int k, W w) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
-  const T *gt = a.fwd.gates + t * BH * G, *hp = a.fwd.seq.h_states + t * BH;
-  T *dit = a.scratch.dgi + t * BH * G, *dht = a.scratch.dgh + t * BH * G;
-  for (int b = 0; b < n.B; ++b) {
+  const T *gt = a.fwd.gates + r0 * G;
+  const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H);  // h_{t-1}
+  T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
+  for (int b = 0; b < n.rows(t); ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *rr = gt + b * H3 + ci.r, *hpb = hp + o, *drb = a.scratch.drh + o;
     T *dhb = a.scratch.dh + o, *dir = dit + b * H3 + ci.r, *dhr = dht + b * H3 + ch.r;
@@ -143,7 +145,7 @@ template <typename T>
 void gru_reset_before_forward(const GruForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
-  const idx BH = n.BH(), H2 = 2 * static_cast<idx>(n.H);
+  const idx H2 = 2 * static_cast<idx>(n.H);
   const GateBlocks g3{n.H, G};
   const T *w_hn = a.w_hh + H2 * n.H;  // (H,H) plain rows
   const int nt = cell_threads(n, G);
@@ -155,14 +157,14 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, 2 * s.j0, 2 * s.j1, s.p);
     const StepGemm<T> rec_n = arena_n.slice(w_hn, n.H, true, s.j0, s.j1, s.p);
     // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, G * s.j0, G * s.j1);
-    for (int t = 0; t < n.T; ++t) {
-      const T *hp = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H) h_{t-1}
-      rec.run(a.gh, G * n.H, hp, n.H, n.B, false);
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    for (int t = 0; t < n.steps(); ++t) {
+      const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
+      rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
       for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_rz_block(a, t, hp, k, w); });
 #pragma omp barrier
       // n's recurrent term needs r ⊙ h of every unit.
-      rec_n.run(a.gh + H2, G * n.H, a.aux + t * BH, n.H, n.B, false);
+      rec_n.run(a.gh + H2, G * n.H, a.aux + n.at(t) * n.H, n.H, n.rows(t), false);
       for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_n_block(a, t, hp, k, w); });
 #pragma omp barrier
     }
@@ -175,7 +177,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
   const GruGrads<T> &g = a.out;
   const SeqBuffers<T> &f = a.fwd.seq;
   const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, H2 = 2 * static_cast<idx>(n.H);
-  const int TB = n.TB();
+  const int TB = n.TB(), N = n.N();
   if (empty_sequence(n)) {
     empty_sequence_grads<T>({{g.dh0, a.dh_n}}, BH,
                             {{g.dw_ih, H3 * n.D},
@@ -196,20 +198,23 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
     const int j0 = s.j0, j1 = s.j1;
     const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);
     const StepGemm<T> rec_n = arena_n.slice(f.w_hh + H2 * n.H, n.H, false, j0, j1, s.p);
+    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
+    // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
-    for (int t = n.T - 1; t >= 0; --t) {
-      T *dht = dgh + t * BH * G;
+    for (int t = n.steps() - 1; t >= 0; --t) {
+      T *dht = dgh + n.at(t) * H3;
+      const int M = n.rows(t);
       with_dy(a.dy, [&](auto has_dy) {
         for_unit_blocks(g3, s.k0, s.k1,
                         [&](int k, auto w) { backward_nz_block(a, t, k, w, has_dy); });
       });
 #pragma omp barrier
       // d(r ⊙ h) = d(n_pre) W_hn needs every unit's d(n_pre).
-      rec_n.run(a.scratch.drh, n.H, dht + H2, G * n.H, n.B, false);
+      rec_n.run(a.scratch.drh, n.H, dht + H2, G * n.H, M, false);
       for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_r_block(a, t, k, w); });
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
-      rec.run(dh, n.H, dht, G * n.H, n.B, true);
+      rec.run(dh, n.H, dht, G * n.H, M, true);
     }
     copy_or_zero_cols<T>(g.dh0, dh, n.B, n.H, j0, j1);
     // Whole-sequence weight gradients of this thread's units: the input side and the r, z rows
@@ -218,17 +223,16 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
                                a.scratch.dw_onehot, n, j0, j1);
-      gemm_rows<T>(2 * j0, 2 * j1, true, false, n.H, TB, dgh, G * n.H, f.h_states, n.H, T(0), s_hh,
-                   n.H);
-      col_sums<T>(s_bh, dgh, TB, H3, 2 * j0, 2 * j1);
+      gemm_rows<T>(2 * j0, 2 * j1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+      col_sums<T>(s_bh, dgh, N, H3, 2 * j0, 2 * j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g2, n.H, j0, j1);  // rows r, z
       unblock_gate_rows<T>(g.db_hh, s_bh, g2, 1, j0, j1);
-      gemm_rows<T>(j0, j1, true, false, n.H, TB, dgh + H2, G * n.H, a.fwd.aux, n.H, T(0),
+      gemm_rows<T>(j0, j1, true, false, n.H, N, dgh + H2, G * n.H, a.fwd.aux, n.H, T(0),
                    g.dw_hh + H2 * n.H, n.H);  // rows n, from r ⊙ h
-      col_sums<T>(g.db_hh + H2, dgh + H2, TB, H3, j0, j1);
+      col_sums<T>(g.db_hh + H2, dgh + H2, N, H3, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, TB, n.D, s);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s);
   }
 }
 

@@ -92,7 +92,7 @@ template <typename T>
 void LstmWorkspace<T>::prepare(const SeqInputs<T> &in, SeqSizes n) const {
   const GateBlocks gb{n.H, G};
   keep_inputs(seq, in, n);
-  copy_or_zero(c_states, in.c0, n.BH());
+  keep_state(c_states, in.c0, n);
   layout_input_weights<T>(seq.w_ih, in.w_ih, gb, n.D, in.ids != nullptr);
   block_gate_rows<T>(seq.w_hh, in.w_hh, gb, n.H);
   sum_bias_blocked<T>(bias, in.b_ih, in.b_hh, gb);
@@ -101,14 +101,17 @@ void LstmWorkspace<T>::prepare(const SeqInputs<T> &in, SeqSizes n) const {
 template <typename T>
 void LstmWorkspace<T>::read_outputs(T *y, T *h_n, T *c_n, SeqSizes n) const {
   rnncore::read_outputs(y, h_n, seq, n);
-  std::memcpy(c_n, c_states + n.T * n.BH(), static_cast<std::size_t>(n.BH()) * sizeof(T));
+  if (n.order)
+    final_rows(c_n, c_states, c_states + n.BH(), n.H, *n.order, n.B);
+  else
+    std::memcpy(c_n, c_states + n.T * n.BH(), static_cast<std::size_t>(n.BH()) * sizeof(T));
 }
 
 template <typename T>
 void lstm_forward(const LstmForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
-  const idx BH = n.BH(), BG = BH * G;
+  const idx H = n.H, GH = G * H;
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(n.H, G * n.H, nt);
@@ -117,15 +120,17 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
     const ThreadSlice s = thread_slice(n.H);
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
-    // Input projection of all T*B rows, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, G * s.j0, G * s.j1);
-    for (int t = 0; t < n.T; ++t) {
-      const T *h_prev = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H)
-      const T *c_prev = t == 0 ? a.c0 : a.cs + (t - 1) * BH;  // (B,H)
-      T *g = a.gates + t * BG;                                // (B,4H)
-      rec.run(g, G * n.H, h_prev, n.H, n.B, true);
+    // Input projection of all N rows that run, this thread's gate columns.
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    for (int t = 0; t < n.steps(); ++t) {
+      const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
+      const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
+      T *g = a.gates + n.at(t) * GH;                             // (rows(t),4H)
+      const int M = n.rows(t);
+      rec.run(g, G * n.H, h_prev, n.H, M, true);
       for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-        lstm_cell_block<T>(g, a.cs + t * BH, a.hs + t * BH, c_prev, a.bias, gb, k, w, n.B, n.H);
+        lstm_cell_block<T>(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb, k, w, M,
+                           n.H);
       });
 #pragma omp barrier
     }
@@ -137,7 +142,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const SeqSizes n = a.n;
   const LstmGrads<T> &g = a.out;
   const SeqBuffers<T> &f = a.fwd.seq;
-  const idx BH = n.BH(), BG = BH * G, GH = static_cast<idx>(G) * n.H;
+  const idx BH = n.BH(), H = n.H, GH = static_cast<idx>(G) * n.H;
   const int TB = n.TB();
   const GateBlocks gb{n.H, G};
   if (empty_sequence(n)) {
@@ -148,44 +153,51 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   }
   T *dgates = a.scratch.dgates, *dh = a.scratch.dh;
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
-  const int nt = cell_threads(n, G);
+  const int nt = cell_threads(n, G), N = n.N();
   const PackArena<T> arena(G * n.H, n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
-    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);  // dgates W_hh
-    // dc runs in dc0 (each thread its own units); dh holds the incoming dh of the step.
+    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);    // dgates W_hh
+    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
+    // dc runs in dc0 (each thread its own units); dh holds the incoming dh of the step. A row
+    // not active yet (lengths) keeps dh_n, dc_n until its last step.
     copy_or_zero_cols(g.dc0, a.dc_n, n.B, n.H, j0, j1);
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
-    for (int t = n.T - 1; t >= 0; --t) {
-      const T *dy_t = a.dy ? a.dy + t * BH : nullptr;
+    for (int t = n.steps() - 1; t >= 0; --t) {
+      const T *dy_t = a.dy ? a.dy + n.at(t) * H : nullptr;
+      const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
+      const int M = n.rows(t);
       with_dy(dy_t, [&](auto has_dy) {
         for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-          lstm_cell_block_backward<T>(dgates + t * BG, g.dc0, dh, dy_t, gates + t * BG,
-                                      c_states + (t + 1) * BH, c_states + t * BH, gb, k, w, has_dy,
-                                      n.B, n.H);
+          lstm_cell_block_backward<T>(dgates + n.at(t) * GH, g.dc0, dh, dy_t, gates + n.at(t) * GH,
+                                      c_states + BH + n.at(t) * H, c_prev, gb, k, w, has_dy, M,
+                                      n.H);
         });
       });
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] needs every gate column of dgates[t]: after the barrier.
-      rec.run(t > 0 ? dh : g.dh0, n.H, dgates + t * BG, G * n.H, n.B, false);
+      rec.run(t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, M, false);
     }
+    // Rows of length 0 (lengths): dh0 = dh_n.
+    if (n.rows(0) < n.B)
+      copy_or_zero_cols(g.dh0 + n.rows(0) * H, dh + n.rows(0) * H, n.B - n.rows(0), n.H, j0, j1);
     // Whole-sequence weight gradients for this thread's gate rows [4*j0, 4*j1), computed in
     // the blocked order into the scratch, then put back in PyTorch's order.
     if (j1 > j0) {
       const int c0 = G * j0, c1 = G * j1;
       T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
-      input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, TB, n.D, G * n.H, c0, c1,
+      input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
                            a.scratch.dw_onehot);
-      gemm_rows<T>(c0, c1, true, false, n.H, TB, dgates, G * n.H, f.h_states, n.H, T(0), s_hh, n.H);
-      col_sums<T>(s_b, dgates, TB, GH, c0, c1);
+      gemm_rows<T>(c0, c1, true, false, n.H, N, dgates, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+      col_sums<T>(s_b, dgates, N, GH, c0, c1);
       unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, j0, j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, j0, j1);
       unblock_gate_rows<T>(g.db, s_b, gb, 1, j0, j1);
     }
     // dx = dgates W_ih: the sum over gates does not care about their order.
-    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, TB, n.D, s);
+    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s);
   }
 }
 

@@ -70,13 +70,16 @@ struct LstmScratch {
   T *dw;         // (4H*(D+H+1)) blocked dW_ih, dW_hh, db before they are put in PyTorch's order
   T *dh;         // (B,H) the incoming dh of a step
   T *dw_onehot;  // (D,4H) one-hot input's dW_ih accumulator, else nullptr
+  T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
 
   static LstmScratch carve(Carver &c, SeqSizes n, bool one_hot) {
     const std::size_t H4 = 4 * static_cast<std::size_t>(n.H);
     T *dgates = c.take<T>(static_cast<std::size_t>(n.TB()) * H4);
     T *dw = c.take<T>(H4 * (n.D + n.H + 1));
     T *dh = c.take<T>(static_cast<std::size_t>(n.BH()));
-    return {dgates, dw, dh, one_hot ? c.take<T>(H4 * n.D) : nullptr};
+    T *dw_onehot = one_hot ? c.take<T>(H4 * n.D) : nullptr;
+    return {dgates, dw, dh, dw_onehot,
+            n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr};
   }
 };
 

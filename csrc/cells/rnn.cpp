@@ -97,20 +97,19 @@ template <typename T>
 void rnn_forward(const RnnForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
-  const idx BH = n.BH();
   const int nt = cell_threads(n, 1);
   const PackArena<T> arena(n.H, n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
-    // Input projection of all T*B rows, this thread's columns: hs[:, :, j0:j1] = x W_ih[j0:j1]^T
-    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.TB(), n.D, s.j0, s.j1);
-    for (int t = 0; t < n.T; ++t) {
-      const T *h_prev = t == 0 ? a.h0 : a.hs + (t - 1) * BH;  // (B,H)
-      T *h = a.hs + t * BH;                                   // (B,H)
-      rec.run(h, n.H, h_prev, n.H, n.B, true);
-      activate<T>(h, a.bias, a.act, n.B, n.H, s.j0, s.j1);
+    // Input projection of all N rows that run, this thread's columns: hs[:, j0:j1] = x W_ih^T
+    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1);
+    for (int t = 0; t < n.steps(); ++t) {
+      const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
+      T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
+      rec.run(h, n.H, h_prev, n.H, n.rows(t), true);
+      activate<T>(h, a.bias, a.act, n.rows(t), n.H, s.j0, s.j1);
 #pragma omp barrier
     }
   }
@@ -129,37 +128,45 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
                             {{g.dw_ih, H * n.D}, {g.dw_hh, H * H}, {g.db, H}, {g.dx, TB * n.D}});
     return;
   }
-  T *dpre = a.scratch.dpre;  // (T,B,H)
-  const int nt = cell_threads(n, 1);
+  T *dpre = a.scratch.dpre;  // (T,B,H), or (N,H) with lengths
+  const int nt = cell_threads(n, 1), N = n.N(), Ts = n.steps();
   const PackArena<T> arena(n.H, n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
     const StepGemm<T> rec = arena.slice(a.fwd.seq.w_hh, n.H, false, j0, j1, s.p);  // dpre W_hh
+    const T *h_prev = prev_states(a.scratch.h_prev, states, n, j0, j1);  // (N,H) for dW_hh
+    // Rows [r0, r1) of step dst's dh, whose last step is the one dst belongs to: dh_n.
+    auto dh_n_rows = [&](T *dst, int r0, int r1) {
+      copy_or_zero_cols(dst + static_cast<idx>(r0) * H, a.dh_n ? a.dh_n + r0 * H : nullptr, r1 - r0,
+                        n.H, j0, j1);
+    };
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
-    T *last = dpre + (n.T - 1) * BH;  // (B,H)
-    copy_or_zero_cols(last, a.dh_n, n.B, n.H, j0, j1);
-    activate_backward<T>(last, a.dy ? a.dy + (n.T - 1) * BH : nullptr, states + n.T * BH, a.act,
-                         n.B, n.H, j0, j1);
+    T *last = dpre + n.at(Ts - 1) * H;  // (rows(Ts-1),H)
+    dh_n_rows(last, 0, n.rows(Ts - 1));
+    activate_backward<T>(last, a.dy ? a.dy + n.at(Ts - 1) * H : nullptr,
+                         states + BH + n.at(Ts - 1) * H, a.act, n.rows(Ts - 1), n.H, j0, j1);
 #pragma omp barrier
-    for (int t = n.T - 1; t >= 0; --t) {
-      // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place.
-      T *g_prev = t > 0 ? dpre + (t - 1) * BH : g.dh0;  // (B,H)
-      rec.run(g_prev, n.H, dpre + t * BH, n.H, n.B, false);
+    for (int t = Ts - 1; t >= 0; --t) {
+      // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place; the
+      // rows that end at step t-1 (or have length 0) start from dh_n.
+      T *g_prev = t > 0 ? dpre + n.at(t - 1) * H : g.dh0;  // (rows(t-1),H)
+      rec.run(g_prev, n.H, dpre + n.at(t) * H, n.H, n.rows(t), false);
+      dh_n_rows(g_prev, n.rows(t), t > 0 ? n.rows(t - 1) : n.B);
       if (t > 0)
-        activate_backward<T>(g_prev, a.dy ? a.dy + (t - 1) * BH : nullptr, states + t * BH, a.act,
-                             n.B, n.H, j0, j1);
+        activate_backward<T>(g_prev, a.dy ? a.dy + n.at(t - 1) * H : nullptr,
+                             states + BH + n.at(t - 1) * H, a.act, n.rows(t - 1), n.H, j0, j1);
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
-    //   dW_ih[j0:j1] = dpre[:, :, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, :, j0:j1]^T h_{0..T-1}.
+    //   dW_ih[j0:j1] = dpre[:, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, j0:j1]^T h_{t-1}.
     if (j1 > j0) {
-      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, TB, n.D, n.H, j0, j1, a.scratch.dw_onehot);
-      gemm_rows<T>(j0, j1, true, false, n.H, TB, dpre, n.H, states, n.H, T(0), g.dw_hh, n.H);
+      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, j0, j1, a.scratch.dw_onehot);
+      gemm_rows<T>(j0, j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
     }
-    if (g.db) col_sums<T>(g.db, dpre, TB, H, j0, j1);
-    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, TB, n.D, s);
+    if (g.db) col_sums<T>(g.db, dpre, N, H, j0, j1);
+    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s);
   }
 }
 

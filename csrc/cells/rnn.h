@@ -71,10 +71,13 @@ template <typename T>
 struct RnnScratch {
   T *dpre;       // (T,B,H) gradient of the pre-activations
   T *dw_onehot;  // (D,H) one-hot input's dW_ih accumulator, else nullptr
+  T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
 
   static RnnScratch carve(Carver &c, SeqSizes n, bool one_hot) {
-    T *dpre = c.take<T>(static_cast<std::size_t>(n.TB()) * n.H);
-    return {dpre, one_hot ? c.take<T>(static_cast<std::size_t>(n.D) * n.H) : nullptr};
+    const std::size_t TBH = static_cast<std::size_t>(n.TB()) * n.H;
+    T *dpre = c.take<T>(TBH);
+    T *dw_onehot = one_hot ? c.take<T>(static_cast<std::size_t>(n.D) * n.H) : nullptr;
+    return {dpre, dw_onehot, n.order ? c.take<T>(TBH) : nullptr};
   }
 };
 

@@ -17,6 +17,7 @@
 
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/packing.h"
 #include "common/threading.h"
 #include "common/workspace.h"
 
@@ -24,15 +25,24 @@ namespace rnncore {
 
 using idx = std::ptrdiff_t;
 
+// The sizes of a call and its step schedule: step t runs `rows(t)` rows from row `row0(t)` of
+// every per-step buffer ((T,B,·) without lengths, the packed (N,·) rows with them, where the
+// rows are sorted by length: common/packing.h). Buffers stay sized by T*B.
 struct SeqSizes {
   int T, B, D, H;
+  const SeqOrder *order = nullptr;  // lengths: the packed layout; nullptr: every length is T
   idx BH() const { return static_cast<idx>(B) * H; }
   int TB() const { return T * B; }  // checked <= INT_MAX at the boundary
+  int row0(int t) const { return order ? order->off[t] : t * B; }
+  idx at(int t) const { return row0(t); }  // row0 as an index, for pointer arithmetic
+  int rows(int t) const { return order ? order->off[t + 1] - order->off[t] : B; }
+  int steps() const { return order ? order->steps : T; }   // steps with an active row
+  int N() const { return order ? order->off[T] : T * B; }  // rows that run
 };
 
 // No step, or no state: nothing flows through time (the forward writes nothing).
 inline bool empty_sequence(SeqSizes n) {
-  return n.T == 0 || n.B == 0 || n.H == 0;
+  return n.T == 0 || n.B == 0 || n.H == 0 || n.N() == 0;
 }
 
 // A forward call's arguments in PyTorch's layout; nullptr where absent (c0: LSTM only).
@@ -76,23 +86,67 @@ void copy_or_zero(T *dst, const T *src, idx count) {
     std::memset(dst, 0, static_cast<std::size_t>(count) * sizeof(T));
 }
 
+// An initial state (B,H) into slot 0 of a state buffer: zeros where absent, rows sorted with
+// lengths.
+template <typename T>
+void keep_state(T *dst, const T *src, SeqSizes n) {
+  if (n.order)
+    sort_rows(dst, src, n.H, *n.order, n.B);
+  else
+    copy_or_zero(dst, src, n.BH());
+}
+
 // Copies what the backward reads of the input side into the kept buffers: x (or the ids) and h0
-// (zeros where absent) in slot 0 of h_states. The weights are the cell's to lay out.
+// (zeros where absent) in slot 0 of h_states; with lengths packed (common/packing.h). The
+// weights are the cell's to lay out.
 template <typename T>
 void keep_inputs(const SeqBuffers<T> &s, const SeqInputs<T> &in, SeqSizes n) {
+  keep_state(s.h_states, in.h0, n);
+  if (n.order) {
+    if (s.ids)
+      pack_rows(s.ids, in.ids, 1, *n.order, n.B);
+    else
+      pack_rows(s.x, in.x, n.D, *n.order, n.B);
+    return;
+  }
   if (s.ids)
     std::memcpy(s.ids, in.ids, static_cast<std::size_t>(n.TB()) * sizeof(std::int32_t));
   else
     std::memcpy(s.x, in.x, static_cast<std::size_t>(n.TB()) * n.D * sizeof(T));
-  copy_or_zero(s.h_states, in.h0, n.BH());
 }
 
-// y (T,B,H) = h_1 .. h_T and h_n (B,H) = h_T, from the kept states.
+// y (T,B,H) = h_1 .. h_T and h_n (B,H) = h_T, from the kept states (slot 0 = the initial
+// state). With lengths: y zero past each length, h_n the state after each row's last step.
+template <typename T>
+void read_states(T *y, T *h_n, const T *states, SeqSizes n) {
+  const idx BH = n.BH();
+  if (n.order) {
+    unpack_rows(y, states + BH, n.H, *n.order, n.T, n.B);
+    final_rows(h_n, states, states + BH, n.H, *n.order, n.B);
+    return;
+  }
+  std::memcpy(y, states + BH, static_cast<std::size_t>(n.T * BH) * sizeof(T));
+  std::memcpy(h_n, states + n.T * BH, static_cast<std::size_t>(BH) * sizeof(T));
+}
 template <typename T>
 void read_outputs(T *y, T *h_n, const SeqBuffers<T> &s, SeqSizes n) {
-  const idx BH = n.BH();
-  std::memcpy(y, s.h_states + BH, static_cast<std::size_t>(n.T * BH) * sizeof(T));
-  std::memcpy(h_n, s.h_states + n.T * BH, static_cast<std::size_t>(BH) * sizeof(T));
+  read_states(y, h_n, s.h_states, n);
+}
+
+// The right-hand side of dW_hh: h_{t-1} of every row that ran, (N,H) in the step rows' order,
+// columns [j0, j1). Without lengths that is slots 0 .. T-1 of the kept states as they are;
+// with them a gather into buf (T*B*H), since step t-1 has more rows than step t.
+template <typename T>
+const T *prev_states(T *buf, const T *states, SeqSizes n, int j0, int j1) {
+  if (!n.order) return states;
+  for (int t = 0; t < n.steps(); ++t) {
+    const T *src = t == 0 ? states : states + n.BH() + n.at(t - 1) * n.H;
+    T *dst = buf + n.at(t) * n.H;
+    for (int i = 0; i < n.rows(t); ++i)
+      std::memcpy(dst + static_cast<idx>(i) * n.H + j0, src + static_cast<idx>(i) * n.H + j0,
+                  static_cast<std::size_t>(std::max(0, j1 - j0)) * sizeof(T));
+  }
+  return buf;
 }
 
 template <typename T>
@@ -164,14 +218,14 @@ void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
   }
 }
 
-// dx (TB,D) = g (TB,N) W_ih (N,D), this thread's rows: every column of g is complete once the
-// time loop is over, so the rows split evenly. No dx for one-hot input (ids).
+// dx (R,D) = g (R,GH) W_ih (GH,D) over the R rows that ran, this thread's rows: every column of
+// g is complete once the time loop is over, so the rows split evenly. No dx for one-hot input.
 template <typename T>
-void input_grad_rows(T *dx, const T *g, int N, const T *w_ih, const std::int32_t *ids, int TB,
+void input_grad_rows(T *dx, const T *g, int GH, const T *w_ih, const std::int32_t *ids, int R,
                      int D, const ThreadSlice &s) {
   if (ids) return;
-  const Range rows = split(TB, s.np, s.p, 1);
-  gemm_rows<T>(rows.begin, rows.end, false, false, D, N, g, N, w_ih, D, T(0), dx, D);
+  const Range rows = split(R, s.np, s.p, 1);
+  gemm_rows<T>(rows.begin, rows.end, false, false, D, GH, g, GH, w_ih, D, T(0), dx, D);
 }
 
 }  // namespace rnncore

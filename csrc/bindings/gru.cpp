@@ -119,6 +119,10 @@ Args:
     w_hh: (3H, H) recurrent weights (same shapes for both variants).
     b_ih, b_hh: (3H,) biases, or None.
     reset_after: which GRU (above).
+    lengths: (B,) integer sequence lengths in [0, T], any order, or None (every length T);
+        reverse: a bool. As rnn_forward: y is 0 past a length, h_n[b] is the state after
+        element b's own last step (h0[b] for length 0), reverse reads x[len-1] .. x[0] and
+        writes each output where it read; work proportional to sum(lengths).
     training: keep what backward needs and return it as ``cache``; False returns None.
 
 Returns:
@@ -140,7 +144,8 @@ Args:
 Returns:
     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (3H, D), (3H, H),
     (3H,), (3H,); db_ih / db_hh are None where that bias was None.
-    dx is None when the forward's x was token ids (one-hot input).
+    dx is None when the forward's x was token ids (one-hot input). With the forward's
+    lengths, dy past a length is ignored and dx is 0 there.
 )doc";
 
 }  // namespace

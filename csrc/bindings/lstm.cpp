@@ -113,6 +113,10 @@ Args:
         float64) is the dtype of the call.
     w_hh: (4H, H) recurrent weights.
     b_ih, b_hh: (4H,) biases, or None.
+    lengths: (B,) integer sequence lengths in [0, T], any order, or None (every length T);
+        reverse: a bool. As rnn_forward: y is 0 past a length, h_n[b] and c_n[b] are the states
+        after element b's own last step (h0[b], c0[b] for length 0), reverse reads x[len-1]
+        .. x[0] and writes each output where it read; work proportional to sum(lengths).
     training: keep what backward needs and return it as ``cache``; False returns None.
 
 Returns:
@@ -134,7 +138,8 @@ Args:
 Returns:
     (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (B, H),
     (4H, D), (4H, H), (4H,), (4H,); db_ih / db_hh are None where that bias was None.
-    dx is None when the forward's x was token ids (one-hot input).
+    dx is None when the forward's x was token ids (one-hot input). With the forward's
+    lengths, dy past a length is ignored and dx is 0 there.
 )doc";
 
 }  // namespace

@@ -132,6 +132,16 @@ Args:
     w_hh: (H, H) recurrent weights.
     b_ih, b_hh: (H,) biases, or None.
     nonlinearity: "tanh" or "relu".
+    lengths: (B,) integer array of sequence lengths in [0, T], any order, or None (every
+        length is T). Element b runs steps 0 .. lengths[b]-1: y[t, b] = 0 for t >= lengths[b]
+        and h_n[b] is the state after its own last step (h0[b] for length 0); backward
+        ignores dy past a length, returns dx = 0 there, and gradients flow only through the
+        steps that ran. The rows are sorted and packed internally (PyTorch's packed layout):
+        the work is proportional to sum(lengths), not T*B, and the padding of x is never read.
+        Every length T is the call without lengths, bitwise.
+    reverse: read each sequence from its own last step back to step 0 (x[lengths[b]-1], ...,
+        x[0]) and write each output at the position it read; h_n is then the state after
+        reading x[0] (the reverse direction of a bidirectional layer). A bool.
     training: keep what backward needs and return it as ``cache``; False returns None.
 
 Returns:
@@ -141,9 +151,10 @@ Returns:
         weights, so later in-place changes to them do not affect the backward pass.
 
 Raises:
-    TypeError: an argument is not an array of the call's dtype, or is None where required.
+    TypeError: an argument is not an array of the call's dtype, or is None where required;
+        lengths has a float or bool dtype; reverse is not a bool.
     ValueError: a shape does not match (the message names the argument and the expected size),
-        or a size exceeds the 32-bit BLAS limit or the 2^59-element workspace limit.
+        a length is outside [0, T], or a size exceeds the 32-bit BLAS limit or the 2^59-element workspace limit.
     MemoryError: the call needs more than the machine's memory and swap (checked before
         allocating), or an allocation failed.
     Every check comes before any copy: a huge broadcast view is refused, never materialised.
@@ -162,6 +173,8 @@ Returns:
     (dx, dh0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (H, D), (H, H),
     (H,), (H,). db_ih / db_hh are None where the forward had no such bias. dh0 is returned
     even when the forward's h0 was None (it is the gradient at the zero initial state).
+    With the forward's lengths, dy past a length is ignored and dx is 0 there; dh0[b] is
+    dh_n[b] for a length 0.
     dx is None when the forward's x was token ids (one-hot input).
 )doc";
 

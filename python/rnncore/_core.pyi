@@ -48,10 +48,15 @@ def rnn_forward(
     b_hh: _ArrayLike | None = None,
     *,
     nonlinearity: Literal["tanh", "relu"] = "tanh",
+    lengths: _ArrayLike | None = None,
+    reverse: bool = False,
     training: bool = True,
 ) -> tuple[_Array, _Array, RNNCache | None]:
     """Vanilla RNN forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0 (B,H) | None,
-    w_ih (H,D), w_hh (H,H), b (H,) | None -> y (T,B,H), h_n (B,H), cache."""
+    w_ih (H,D), w_hh (H,H), b (H,) | None -> y (T,B,H), h_n (B,H), cache.
+    lengths (B,) integers in [0, T] | None: y is 0 past each length, h_n the state after each
+    row's own last step (h0 for length 0); reverse reads x[len-1] .. x[0], writing each output
+    where it read. Work proportional to sum(lengths)."""
 
 def rnn_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: RNNCache
@@ -68,11 +73,13 @@ def lstm_forward(
     b_ih: _ArrayLike | None = None,
     b_hh: _ArrayLike | None = None,
     *,
+    lengths: _ArrayLike | None = None,
+    reverse: bool = False,
     training: bool = True,
 ) -> tuple[_Array, _Array, _Array, LSTMCache | None]:
     """LSTM forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0/c0 (B,H) | None,
     w_ih (4H,D), w_hh (4H,H), b (4H,) | None -> y (T,B,H), h_n (B,H), c_n (B,H), cache.
-    Gate order i, f, g, o."""
+    Gate order i, f, g, o. lengths, reverse: as rnn_forward (c_n like h_n)."""
 
 def lstm_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, dc_n: _ArrayLike | None, cache: LSTMCache
@@ -89,10 +96,13 @@ def gru_forward(
     b_hh: _ArrayLike | None = None,
     *,
     reset_after: bool = True,
+    lengths: _ArrayLike | None = None,
+    reverse: bool = False,
     training: bool = True,
 ) -> tuple[_Array, _Array, GRUCache | None]:
     """GRU forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0 (B,H) | None,
-    w_ih (3H,D), w_hh (3H,H), b (3H,) | None -> y (T,B,H), h_n (B,H), cache. Gate order r, z, n."""
+    w_ih (3H,D), w_hh (3H,H), b (3H,) | None -> y (T,B,H), h_n (B,H), cache. Gate order r, z, n.
+    lengths, reverse: as rnn_forward."""
 
 def gru_backward(
     dy: _ArrayLike | None, dh_n: _ArrayLike | None, cache: GRUCache

@@ -268,3 +268,26 @@ def test_lengths_accepts_lists_and_any_integer_dtype(rng):
         for a, b in zip(base, cell.forward(args, lengths=lengths)[0], strict=True):
             np.testing.assert_array_equal(a, b)
     cell.forward(args, lengths=[4, 0, 2], reverse=np.bool_(True))  # NumPy's bool is a bool
+
+
+@cells
+@reverses
+def test_token_id_padding_is_never_checked(rng, cell, reverse):
+    """Ids past a length are never read, so not range-checked: -1 there is the same as 0; an
+    out-of-range id inside a length is still a ValueError."""
+    T, B, D, H = 5, 4, 6, 8
+    args = make_args(cell, rng, T, B, D, H, np.float64)
+    lengths = np.array([5, 0, 2, 3])
+    ids = rng.integers(0, D, (T, B))
+    pad = np.arange(T)[:, None] >= lengths[None, :]
+    zero, minus = ids.copy(), ids.copy()
+    zero[pad], minus[pad] = 0, -1
+    kw = dict(lengths=lengths, reverse=reverse)
+    for a, b in zip(cell.forward({**args, "x": zero}, **kw)[0],
+                    cell.forward({**args, "x": minus}, **kw)[0], strict=True):  # fmt: skip
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(minus[pad], -1)  # the caller's array is untouched
+    bad = zero.copy()
+    bad[1, 2] = D
+    with pytest.raises(ValueError, match=f"x must hold ids in \\[0, {D}\\), got {D}"):
+        cell.forward({**args, "x": bad}, **kw)

@@ -54,8 +54,8 @@ py::tuple gru_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   Dims d(fn, 3);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    auto a = take_seq_args<T>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training);
-    take_lengths(fn, lengths, reverse, a);
+    auto a = take_seq_args<T>(d, dt, 3, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training, lengths,
+                              reverse);
     return gru_forward_impl<T>(a, dt, reset_after, training);
   });
 }

@@ -49,8 +49,8 @@ py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle
   Dims d(fn, 4);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training);
-    take_lengths(fn, lengths, reverse, a);
+    auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training, lengths,
+                              reverse);
     return lstm_forward_impl<T>(a, dt, training);
   });
 }

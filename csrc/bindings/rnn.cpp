@@ -72,8 +72,8 @@ py::tuple rnn_forward_py(py::handle x, py::handle h0, py::handle w_ih, py::handl
   Dims d(fn, 1);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    auto a = take_seq_args<T>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training);
-    take_lengths(fn, lengths, reverse, a);
+    auto a = take_seq_args<T>(d, dt, 1, x, h0, {}, w_ih, w_hh, b_ih, b_hh, false, training, lengths,
+                              reverse);
     return rnn_forward_impl<T>(a, dt, act, training);
   });
 }

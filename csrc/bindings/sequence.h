@@ -70,62 +70,6 @@ inline void check_seq_limits(const Dims &d, int G, bool one_hot, bool x_contiguo
                  ", H=" + std::to_string(H));
 }
 
-// Every array is checked (type, dtype, shape) and every size limit before anything is copied:
-// a broadcast view with T = 2^40 is refused without being materialised.
-template <typename T>
-SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
-                         py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
-                         bool with_c, bool training) {
-  const std::string &fn = d.fn();
-  const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
-  const std::string s_ih = "of shape (" + gh + ", D)", s_hh = "of shape (" + gh + ", H)",
-                    s_b = "of shape (" + gh + ",)";
-  SeqArgs<T> a;
-  py::array w_ih_a = peek<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
-  py::array w_hh_a = peek<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
-  d.check(w_ih_a, "w_ih", "GD");
-  d.check(w_hh_a, "w_hh", "GH");
-  py::array x_a = py::reinterpret_steal<py::array>(py::handle());
-  if (is_integer_array(x)) {
-    // One-hot input: x (T, B) holds token ids in [0, D), each standing for a one-hot row.
-    x_a = py::reinterpret_borrow<py::array>(x);
-    if (x_a.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
-      throw py::type_error(fn + ": x must have dtype " + dtype_name(dt) +
-                           " (the dtype of the weights), or be a (T, B) integer array of token "
-                           "ids; got " +
-                           std::string(py::str(x_a.dtype())) + " of shape " +
-                           shape_str(shape_of(x_a)));
-    d.check(x_a, "x", "TB");
-    a.one_hot = true;
-  } else {
-    x_a = peek<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
-    d.check(x_a, "x", "TBD");
-  }
-  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
-  check_seq_limits(d, G, a.one_hot, (x_a.flags() & py::array::c_style) != 0, training, sizeof(T));
-  // Null handles (not py::array(), which is an empty array) where an argument is None.
-  auto h0_a = py::reinterpret_steal<py::array>(py::handle()), c0_a = h0_a, bi_a = h0_a, bh_a = h0_a;
-  if (!h0.is_none()) d.check(h0_a = peek<T>(fn, h0, "h0", "of shape (B, H)", dt), "h0", "BH");
-  if (with_c && !c0.is_none())
-    d.check(c0_a = peek<T>(fn, c0, "c0", "of shape (B, H)", dt), "c0", "BH");
-  if (!b_ih.is_none()) d.check(bi_a = peek<T>(fn, b_ih, "b_ih", s_b.c_str(), dt), "b_ih", "G");
-  if (!b_hh.is_none()) d.check(bh_a = peek<T>(fn, b_hh, "b_hh", s_b.c_str(), dt), "b_hh", "G");
-
-  // Everything checked: now the copies (only where an array is not C-contiguous already).
-  a.w_ih = contiguous<T>(w_ih_a);
-  a.w_hh = contiguous<T>(w_hh_a);
-  if (a.one_hot) {
-    a.ids = ids_in_range(fn, x_a, "x", a.D);  // int32 C-contiguous: read as given
-  } else {
-    a.x = contiguous<T>(x_a);
-  }
-  a.h0 = h0_a ? py::object(contiguous<T>(h0_a)) : py::none();
-  a.c0 = c0_a ? py::object(contiguous<T>(c0_a)) : py::none();
-  a.b_ih = bi_a ? py::object(contiguous<T>(bi_a)) : py::none();
-  a.b_hh = bh_a ? py::object(contiguous<T>(bh_a)) : py::none();
-  return a;
-}
-
 // reverse=: a bool (Python's or NumPy's), else a TypeError in the reference's words.
 inline bool reverse_arg(const std::string &fn, py::handle v) {
   if (py::isinstance<py::bool_>(v)) return v.cast<bool>();
@@ -166,6 +110,71 @@ void take_lengths(const std::string &fn, py::handle lengths, bool reverse, SeqAr
     all_t = all_t && v == a.T;
   }
   a.has_lengths = reverse || !all_t;
+}
+
+// Every array is checked (type, dtype, shape) and every size limit before anything is copied:
+// a broadcast view with T = 2^40 is refused without being materialised.
+template <typename T>
+SeqArgs<T> take_seq_args(Dims &d, DType dt, int G, py::handle x, py::handle h0, py::handle c0,
+                         py::handle w_ih, py::handle w_hh, py::handle b_ih, py::handle b_hh,
+                         bool with_c, bool training, py::handle lengths, bool reverse) {
+  const std::string &fn = d.fn();
+  const std::string gh = G == 1 ? "H" : std::to_string(G) + "H";
+  const std::string s_ih = "of shape (" + gh + ", D)", s_hh = "of shape (" + gh + ", H)",
+                    s_b = "of shape (" + gh + ",)";
+  SeqArgs<T> a;
+  py::array w_ih_a = peek<T>(fn, w_ih, "w_ih", s_ih.c_str(), dt);
+  py::array w_hh_a = peek<T>(fn, w_hh, "w_hh", s_hh.c_str(), dt);
+  d.check(w_ih_a, "w_ih", "GD");
+  d.check(w_hh_a, "w_hh", "GH");
+  py::array x_a = py::reinterpret_steal<py::array>(py::handle());
+  if (is_integer_array(x)) {
+    // One-hot input: x (T, B) holds token ids in [0, D), each standing for a one-hot row.
+    x_a = py::reinterpret_borrow<py::array>(x);
+    if (x_a.ndim() != 2)  // an integer (T, B, D) array is a dtype mistake, not token ids
+      throw py::type_error(fn + ": x must have dtype " + dtype_name(dt) +
+                           " (the dtype of the weights), or be a (T, B) integer array of token "
+                           "ids; got " +
+                           std::string(py::str(x_a.dtype())) + " of shape " +
+                           shape_str(shape_of(x_a)));
+    d.check(x_a, "x", "TB");
+    a.one_hot = true;
+  } else {
+    x_a = peek<T>(fn, x, "x", "of shape (T, B, D), or integer ids of shape (T, B)", dt);
+    d.check(x_a, "x", "TBD");
+  }
+  a.T = d['T'], a.B = d['B'], a.D = d['D'], a.H = d['H'];
+  check_seq_limits(d, G, a.one_hot, (x_a.flags() & py::array::c_style) != 0, training, sizeof(T));
+  take_lengths(fn, lengths, reverse, a);
+  // Null handles (not py::array(), which is an empty array) where an argument is None.
+  auto h0_a = py::reinterpret_steal<py::array>(py::handle()), c0_a = h0_a, bi_a = h0_a, bh_a = h0_a;
+  if (!h0.is_none()) d.check(h0_a = peek<T>(fn, h0, "h0", "of shape (B, H)", dt), "h0", "BH");
+  if (with_c && !c0.is_none())
+    d.check(c0_a = peek<T>(fn, c0, "c0", "of shape (B, H)", dt), "c0", "BH");
+  if (!b_ih.is_none()) d.check(bi_a = peek<T>(fn, b_ih, "b_ih", s_b.c_str(), dt), "b_ih", "G");
+  if (!b_hh.is_none()) d.check(bh_a = peek<T>(fn, b_hh, "b_hh", s_b.c_str(), dt), "b_hh", "G");
+
+  // Everything checked: now the copies (only where an array is not C-contiguous already).
+  a.w_ih = contiguous<T>(w_ih_a);
+  a.w_hh = contiguous<T>(w_hh_a);
+  if (a.one_hot) {
+    if (a.has_lengths) {  // the padding is never read, so not checked: zeros there, in a copy
+      py::array wide = py::module_::import("numpy").attr("array")(x_a, "int64");
+      auto *p = static_cast<std::int64_t *>(wide.mutable_data());
+      for (idx t = 0; t < a.T; ++t)
+        for (idx b = 0; b < a.B; ++b)
+          if (t >= a.lengths[static_cast<std::size_t>(b)]) p[t * a.B + b] = 0;
+      x_a = wide;
+    }
+    a.ids = ids_in_range(fn, x_a, "x", a.D);  // int32 C-contiguous: read as given
+  } else {
+    a.x = contiguous<T>(x_a);
+  }
+  a.h0 = h0_a ? py::object(contiguous<T>(h0_a)) : py::none();
+  a.c0 = c0_a ? py::object(contiguous<T>(c0_a)) : py::none();
+  a.b_ih = bi_a ? py::object(contiguous<T>(bi_a)) : py::none();
+  a.b_hh = bh_a ? py::object(contiguous<T>(bh_a)) : py::none();
+  return a;
 }
 
 // What every cell's cache holds: the sizes and flags of its forward, the one block of the

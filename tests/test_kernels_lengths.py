@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import rnncore
 from conftest import num_threads, rel_err
 from test_kernels import CELLS, float32_tolerance, make_args, make_upstream
 
@@ -56,7 +55,10 @@ def test_float64_matches_reference(rng, cell, shape, reverse, full):
     args = make_args(cell, rng, T, B, D, H, np.float64)
     upstream = make_upstream(cell, rng, T, B, H, np.float64)
     kw = dict(lengths=random_lengths(rng, T, B, full=full), reverse=reverse)
-    ours, theirs = run(cell, args, upstream, **kw), run(cell, args, upstream, impl="reference", **kw)
+    ours, theirs = (
+        run(cell, args, upstream, **kw),
+        run(cell, args, upstream, impl="reference", **kw),
+    )
     for name, a, b in zip(names(cell), ours, theirs, strict=True):
         assert a.dtype == np.float64 and a.shape == b.shape, name
         assert rel_err(a, b) <= 1e-10, f"{name}: {rel_err(a, b):.3g}"

@@ -103,7 +103,7 @@ void take_lengths(const std::string &fn, py::handle lengths, bool reverse, SeqAr
   bool all_t = true;
   for (idx i = 0; i < a.B; ++i) {
     const std::int64_t v = a.lengths[static_cast<std::size_t>(i)];
-    if (v < 0 || v > a.T || (kind == 'u' && v < 0))
+    if (v < 0 || v > a.T)
       throw py::value_error(fn + ": lengths must have values in [0, T] = [0, " +
                             std::to_string(a.T) + "], got lengths[" + std::to_string(i) +
                             "] = " + std::string(py::str(arr[py::int_(i)])));

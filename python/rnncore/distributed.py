@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Protocol
@@ -327,6 +327,26 @@ class Distributed:
     def any(self, flag: bool) -> bool:
         """Whether any rank passed True (one Allreduce)."""
         return self.sum(1.0 if flag else 0.0)[0] > 0
+
+    def on_root(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on rank 0 only; every rank returns its result once it has returned (one
+        bcast), or raises if it failed (rank 0 its own exception, the others a RuntimeError
+        quoting it), so that e.g. a checkpoint just saved is there for every rank to read."""
+        result: Any = None
+        error: BaseException | None = None
+        if self.is_root:
+            try:
+                result = fn(*args)
+            except Exception as e:
+                error = e
+        outcome = self.comm.bcast(
+            (result, None if error is None else f"{type(error).__name__}: {error}"), root=0
+        )
+        if error is not None:
+            raise error
+        if outcome[1] is not None:
+            raise RuntimeError(f"rank {self.rank}: rank 0 failed: {outcome[1]}")
+        return outcome[0]
 
     # --- checkpoints ------------------------------------------------------------------------
 

@@ -14,13 +14,14 @@ What travels, per step and otherwise::
     start               one Bcast of the parameters (P,) from rank 0
     evaluation          one Allreduce of (2,): the validation loss sum and token count
     evaluation, save    one allgather of the parameter checksums (crc32 of the bytes)
-    save                gathers to rank 0: each rank's generator state and (L, B/N, H) state
+    save                gathers to rank 0: each rank's generator state and (L, B/N, H) state;
+                        one bcast of rank 0's outcome once it has written the file
 
 Shape legend
 ------------
     N           ranks (communicator size), r the rank of this process
     B, Bl       global batch (streams) and the local one, Bl = B / N
-    P           padded size of the flat parameter buffer (optim.ParamGroup)
+    P           padded size of the flat parameter buffer (params.ParamGroup)
     L, H        layers and hidden size of the recurrent stack
     state       (L, Bl, H) per rank, (L, B, H) gathered (LSTM: a tuple (h, c) of two)
 """
@@ -66,7 +67,7 @@ class ReplicaDivergence(RuntimeError):
 
 
 class FlatParams(Protocol):
-    """What the distributed layer needs of a parameter group (optim.ParamGroup has it)."""
+    """What the distributed layer needs of a parameter group (params.ParamGroup has it)."""
 
     data: Array  # (P,) every parameter, one flat buffer
     grad: Array  # (P,) every gradient

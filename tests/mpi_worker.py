@@ -59,6 +59,17 @@ def primitives() -> None:
         assert [g["state"] for g in gens] == [
             np.random.default_rng([7, k]).bit_generator.state["state"] for k in range(2)
         ]
+    assert dist.on_root(lambda a: a + r, 40) == 40  # rank 0's result, on every rank
+
+    def fails() -> None:
+        raise OSError("disk full")
+
+    try:
+        dist.on_root(fails)
+    except (OSError, RuntimeError) as e:  # rank 0 its own error, rank 1 a RuntimeError
+        assert "disk full" in str(e) and (r == 0) == isinstance(e, OSError), e
+    else:
+        raise AssertionError("rank 0's failure was not raised")
     assert dist.local_size() == 2
     assert dist.default_threads(cores=8) == 4 and dist.default_threads(cores=1) == 1
     assert "rank 1: pid" in dist.rank_map()

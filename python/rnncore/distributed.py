@@ -14,13 +14,14 @@ What travels, per step and otherwise::
     start               one Bcast of the parameters (P,) from rank 0
     evaluation          one Allreduce of (2,): the validation loss sum and token count
     evaluation, save    one allgather of the parameter checksums (crc32 of the bytes)
-    save                gathers to rank 0: each rank's generator state and (L, B/N, H) state
+    save                gathers to rank 0: each rank's generator state and (L, B/N, H) state;
+                        one bcast of rank 0's outcome once it has written the file
 
 Shape legend
 ------------
     N           ranks (communicator size), r the rank of this process
     B, Bl       global batch (streams) and the local one, Bl = B / N
-    P           padded size of the flat parameter buffer (optim.ParamGroup)
+    P           padded size of the flat parameter buffer (params.ParamGroup)
     L, H        layers and hidden size of the recurrent stack
     state       (L, Bl, H) per rank, (L, B, H) gathered (LSTM: a tuple (h, c) of two)
 """
@@ -33,7 +34,7 @@ import sys
 import time
 import traceback
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any, Protocol
@@ -66,7 +67,7 @@ class ReplicaDivergence(RuntimeError):
 
 
 class FlatParams(Protocol):
-    """What the distributed layer needs of a parameter group (optim.ParamGroup has it)."""
+    """What the distributed layer needs of a parameter group (params.ParamGroup has it)."""
 
     data: Array  # (P,) every parameter, one flat buffer
     grad: Array  # (P,) every gradient
@@ -327,6 +328,26 @@ class Distributed:
     def any(self, flag: bool) -> bool:
         """Whether any rank passed True (one Allreduce)."""
         return self.sum(1.0 if flag else 0.0)[0] > 0
+
+    def on_root(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on rank 0 only; every rank returns its result once it has returned (one
+        bcast), or raises if it failed (rank 0 its own exception, the others a RuntimeError
+        quoting it), so that e.g. a checkpoint just saved is there for every rank to read."""
+        result: Any = None
+        error: BaseException | None = None
+        if self.is_root:
+            try:
+                result = fn(*args)
+            except Exception as e:
+                error = e
+        outcome = self.comm.bcast(
+            (result, None if error is None else f"{type(error).__name__}: {error}"), root=0
+        )
+        if error is not None:
+            raise error
+        if outcome[1] is not None:
+            raise RuntimeError(f"rank {self.rank}: rank 0 failed: {outcome[1]}")
+        return outcome[0]
 
     # --- checkpoints ------------------------------------------------------------------------
 

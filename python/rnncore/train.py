@@ -321,10 +321,15 @@ class Trainer:
         )
 
     def save(self, path: str | Path, **metrics: Any) -> Path:
-        """Write checkpoint() atomically to `path` (with comm: collective, rank 0 writes)."""
+        """Write checkpoint() atomically to `path`; returns the path. With comm: collective,
+        rank 0 writes, and every rank returns once the file is written (or raises if not)."""
         ckpt = self.checkpoint(**metrics)
-        if self.dist is not None and not self.dist.is_root:
-            return Path(path)
+        if self.dist is not None:
+            return self.dist.on_root(self.write_checkpoint, path, ckpt)
+        return self.write_checkpoint(path, ckpt)
+
+    def write_checkpoint(self, path: str | Path, ckpt: Checkpoint) -> Path:
+        """Write a checkpoint of this run (e.g. checkpoint()) atomically to `path`."""
         for name, w in ckpt.weights.items():
             # Not reached by training (a step with non-finite gradients is never applied), but
             # weights can be set by hand; save_checkpoint itself refuses them too.

@@ -1,9 +1,11 @@
 """pytest configuration of the benchmarks: import path, the `large` marker, and when it runs.
 
 The large config (T=64, B=128, D=1024, H=1024) takes seconds per call of the reference and of
-torch, so it is skipped when benchmarks are disabled (``--benchmark-disable``, a quick check
-that every benchmark runs and is correct) unless RNNCORE_BENCH_LARGE=1. With benchmarks
-enabled it always runs; deselect it with ``-m "not large"``.
+torch, and so, with their float64 oracles, do the medium-L2 stacks with random lengths
+(medium-L2-len, medium-L2-len-bi: together 2 minutes on 2 busy cores), so these are skipped
+when benchmarks are disabled (``--benchmark-disable``, a quick check that every benchmark runs
+and is correct) unless RNNCORE_BENCH_LARGE=1. With benchmarks enabled they always run;
+deselect them with ``-m "not large"``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the marker here: the project's pytest settings use --strict-markers."""
-    config.addinivalue_line("markers", "large: the large config, seconds per call")
+    config.addinivalue_line(
+        "markers", "large: seconds per call (large, medium-L2-len, medium-L2-len-bi)"
+    )
 
 
 def benchmarks_disabled(config: pytest.Config) -> bool:
@@ -31,11 +35,11 @@ def benchmarks_disabled(config: pytest.Config) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the large config under --benchmark-disable unless RNNCORE_BENCH_LARGE=1."""
+    """Skip the large configs under --benchmark-disable unless RNNCORE_BENCH_LARGE=1."""
     if not benchmarks_disabled(config) or os.environ.get("RNNCORE_BENCH_LARGE") == "1":
         return
     skip = pytest.mark.skip(
-        reason="large config skipped under --benchmark-disable; set RNNCORE_BENCH_LARGE=1"
+        reason="large configs skipped under --benchmark-disable; set RNNCORE_BENCH_LARGE=1"
     )
     for item in items:
         if item.get_closest_marker("large") is not None:

@@ -15,6 +15,12 @@ shows the median of the rounds. The number of rounds is
 but never fewer than 3. Timings on small shared machines vary by ±30% between processes:
 compare the ratios within one table, not absolute times across runs.
 
+Configs with random lengths (charrnn-L2-len, medium-L2-len, their -bi twins) time rnncore's
+kernels layer by layer with lengths= (and reverse=True), the reference the same way, and torch
+on a PackedSequence built before the timing; alongside them, in the same rounds, rnncore on the
+same batch with every length T (``rnncore-full``): the table under the main one gives the
+random-length batch's time over the full-length one.
+
 Cells or configs that the imported rnncore build lacks are skipped (and listed under the table);
 torch's columns are empty when torch is not installed.
 """
@@ -176,6 +182,8 @@ def ceiling_shapes(configs: list[common.Config]) -> list[tuple[str, int, int, in
     n = CEILING_SQUARE
     shapes = [(f"sgemm {n}×{n}×{n}", n, n, n)]
     for cfg in configs:
+        if cfg.by_kernels and any(s[1:] == (cfg.B, 4 * cfg.H, cfg.H) for s in shapes):
+            continue  # a random-length twin of a config already listed: the same step
         shape = (f"LSTM step {cfg.name} (B={cfg.B}, 4H={4 * cfg.H}, H={cfg.H})",)
         shapes.append((*shape, cfg.B, 4 * cfg.H, cfg.H))
     return shapes
@@ -223,6 +231,8 @@ def run_all(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
                 skipped.append(f"{cell.name} {cfg.name}: {reason}")
                 continue
             impls = [i for i in common.IMPLS if common.unavailable(i, cell, cfg) is None]
+            if cfg.varlen:
+                impls.append(common.FULL)  # the same batch at full length, same rounds
             problem = common.make_problem(cell.name, cfg.name)
             for mode in modes:
                 runners = {impl: common.make_runner(impl, problem, mode) for impl in impls}
@@ -306,8 +316,18 @@ def render(
         "- GFLOP/s: matrix-product FLOPs (fwd 2·T·B·(D+H)·G·H per layer, fwd+bwd 3×) / rnncore "
         "time; × reference, × torch: their time / rnncore's (> 1: rnncore is faster)",
         "- configs: " + "; ".join(str(c) for c in args.configs),
-        "",
     ]
+    if any(c.varlen for c in args.configs):
+        lines.append(
+            "- random lengths (`-len`, seed-fixed, U[1, T]): rnncore = its kernels layer by layer "
+            "with lengths= (a bidirectional layer: a forward and a reverse=True call, outputs "
+            "concatenated), the reference likewise; torch = nn.RNN/LSTM/GRU(num_layers=2, "
+            "bidirectional=…) on a PackedSequence built before timing (pack_padded_sequence, "
+            "enforce_sorted=False), timed: forward, pad_packed_sequence of y, backward. GFLOP/s "
+            "count the steps that run (sum(lengths) for T·B; 2 directions, 2H inputs above "
+            "layer 0); y and dx checked, and exactly 0 past each length"
+        )
+    lines.append("")
     head = ["cell", "config", "threads", "rnncore ms", "reference ms", "torch ms"]
     head += ["rnncore GFLOP/s", "% of ceiling", "× reference", "× torch"]
     if args.fwd:
@@ -341,6 +361,7 @@ def render(
         ]
         for c in ceilings:
             lines.append(f"| {c['shape']} | {c['threads']} | {c['blas']:.1f} | {c['packed']:.1f} |")
+    lines += _lengths_table(measurements, args)
     noisy = [
         f"{m.cell} {m.config} {common.MODE_LABELS[m.mode]} {m.threads}t {i} ({m.spread(i):.0%})"
         for m in measurements
@@ -362,6 +383,45 @@ def render(
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     return "\n".join(lines)
+
+
+LENGTHS_TARGET = 0.6  # issue 12: a random-length batch costs at most this share of a full one
+
+
+def _lengths_table(measurements: list[Measurement], args: argparse.Namespace) -> list[str]:
+    """For configs with random lengths: rnncore's time with them over its time at full length.
+
+    Both are the same kernels on the same batch, timed in the same interleaved rounds; the
+    full-length run (``rnncore-full``) passes lengths=None. Empty when there are none.
+    """
+    rows = [m for m in measurements if m.median_ms(common.FULL) and m.median_ms("rnncore")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Random lengths against full length, rnncore (the same kernels on the same batch with "
+        f"lengths=None, timed in the same rounds; target ≤ {LENGTHS_TARGET:g}×):",
+        "",
+    ]
+    head = ["cell", "config", "threads", "mean length / T", "ms, lengths", "ms, all T", "ratio"]
+    if args.fwd:
+        head.insert(2, "pass")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in rows:
+        cfg = common.CONFIGS[m.config]
+        lengths = common.lengths_of(cfg)
+        share = float(lengths.mean()) / cfg.T if lengths is not None else 1.0
+        ours, full = m.median_ms("rnncore"), m.median_ms(common.FULL)
+        assert ours is not None and full is not None
+        ratio = ours / full
+        mark = "" if ratio <= LENGTHS_TARGET else " ✗"
+        threads = f"{m.threads} †" if m.disturbed else str(m.threads)
+        row = [m.cell, m.config, threads, f"{share:.2f}", _ms(ours), _ms(full)]
+        row.append(f"{ratio:.2f}{mark}")
+        if args.fwd:
+            row.insert(2, common.MODE_LABELS[m.mode])
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def write_plot(measurements: list[Measurement], env: dict[str, Any], path: Path) -> None:

@@ -8,8 +8,9 @@ Benchmarks of one cell, config and pass form one pytest-benchmark group, so rnnc
 reference and torch come out side by side. All run at RNNCORE_BENCH_THREADS threads (default:
 every available CPU). Unavailable combinations are skipped with the reason: a cell whose
 kernels or layer class the imported rnncore lacks (an older build; the whole cell then, as
-there is nothing to compare), torch when it is not installed, and the large config under
---benchmark-disable (conftest.py).
+there is nothing to compare), torch when it is not installed, and the configs marked large
+(large, medium-L2-len, medium-L2-len-bi: seconds per call of the reference and torch) under
+--benchmark-disable (conftest.py). Configs with random lengths need kernels with lengths=.
 For one table with ratios and several thread counts, use report.py.
 """
 
@@ -27,6 +28,8 @@ import common
 import rnncore
 
 THREADS = int(os.environ.get("RNNCORE_BENCH_THREADS", "0")) or common.available_cpus()
+# Seconds per call of the reference or torch (and of the float64 oracle): marked `large`.
+LARGE = ("large", "medium-L2-len", "medium-L2-len-bi")
 
 
 def _cases() -> Iterator[Any]:
@@ -41,7 +44,7 @@ def _cases() -> Iterator[Any]:
                     )
                     if reason is not None:
                         marks.append(pytest.mark.skip(reason=reason))
-                    if cfg.name == "large":
+                    if cfg.name in LARGE:
                         marks.append(pytest.mark.large)
                     yield pytest.param(
                         cell,
@@ -76,13 +79,12 @@ def test_kernel(
     else:
         outputs = run()
     want = common.oracle(cell.name, cfg.name)
-    problems = common.compare(
-        outputs, want, common.output_keys(cell, cfg, mode), common.tolerance(cfg)
-    )
+    keys, tol = common.output_keys(cell, cfg, mode), common.tolerance(cfg)
+    problems = common.compare(outputs, want, keys, tol, common.lengths_of(cfg))
     assert not problems, f"{impl} differs from the float64 reference: {'; '.join(problems)}"
     if benchmark.disabled:
         return
-    if cfg.name == "large":
+    if cfg.name in LARGE:
         benchmark.pedantic(run, rounds=3)  # seconds per call: pytest-benchmark's default wants 5+
     else:
         benchmark(run)
@@ -127,3 +129,22 @@ def test_check_rejects_wrong_results(cell: common.Cell) -> None:
         )
     with pytest.raises(common.CorrectnessError, match="dw_hh"):
         common.check("reference", spoiled("dw_hh", lambda a: -a), cell, cfg, "fwdbwd")
+
+
+def test_check_rejects_output_past_a_length() -> None:
+    """With random lengths, y and dx must be exactly 0 past each length (here: the reference,
+    the same values with one padded y entry spoiled, and a dx tucked in by torch's closure)."""
+    cfg = common.CONFIGS["charrnn-L2-len"]
+    lengths = common.lengths_of(cfg)
+    assert lengths is not None and lengths.min() >= 1 and lengths.max() <= cfg.T
+    assert lengths.min() < cfg.T  # some padding to check
+    assert np.array_equal(lengths, common.lengths_of(cfg))  # fixed by seed
+    keys, tol = common.output_keys(common.CELLS["rnn"], cfg, "fwdbwd"), common.tolerance(cfg)
+    want = common.oracle("rnn", cfg.name)
+    assert common.compare(want, want, keys, tol, lengths) == []
+    b = int(np.argmin(lengths))
+    y = want["y"].copy()
+    y[lengths[b], b, 0] = 1e-30  # far below the tolerance, but not 0
+    got = {"y": y, "dx": lambda: want["dx"]}  # a callable value is called by compare
+    assert common.compare(got, want, keys, tol, lengths) == ["y: not 0 past a sequence's length"]
+    assert common.compare(got, want, keys, tol) == []  # without lengths: within tolerance

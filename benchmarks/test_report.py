@@ -1,12 +1,22 @@
-"""report.py end to end on the smallest config, the GEMM ceiling probe it uses, and the sampler's
-matrix-vector probe (train_step.py's sampling ceiling)."""
+"""report.py end to end on the smallest config and on tiny random-length stacks, the GEMM
+ceiling probe it uses, and the sampler's matrix-vector probe (train_step.py's sampling
+ceiling)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+import common
 import report
 from rnncore import _core
+
+# Tiny twins of charrnn-L2-len and charrnn-L2-len-bi, so that CI runs the whole path (every
+# cell, the packed torch runner, the full-length rnncore runner, both tables) in seconds.
+TINY = (
+    common.Config("tiny-L2-len", 9, 6, 5, 7, 2, varlen=True),
+    common.Config("tiny-L2-len-bi", 9, 6, 5, 7, 2, varlen=True, bidirectional=True),
+)
 
 
 @pytest.mark.parametrize("kernel", ["blas", "packed"])
@@ -44,3 +54,52 @@ def test_report_prints_the_table_and_the_ceilings(capsys, monkeypatch):
     assert float(cells[3]) > 0 and cells[7].endswith("%"), rows[0]  # ms, % of ceiling
     assert "| sgemm 64×64×64 | 1 |" in out
     assert "| LSTM step minchar (B=1, 4H=400, H=100) | 1 |" in out
+
+
+@pytest.fixture
+def tiny_configs(monkeypatch):
+    for cfg in TINY:
+        monkeypatch.setitem(common.CONFIGS, cfg.name, cfg)
+    yield TINY
+    common.make_problem.cache_clear()
+    common.oracle.cache_clear()
+
+
+@pytest.mark.parametrize("cell", common.CELLS.values(), ids=lambda c: c.name)
+@pytest.mark.parametrize("mode", common.MODES)
+def test_reference_and_packed_torch_match_the_oracle_with_random_lengths(tiny_configs, cell, mode):
+    # Whatever the rnncore build: the reference (float32) and torch on a PackedSequence against
+    # the float64 reference, including exact zeros past each length.
+    for cfg in tiny_configs:
+        problem = common.make_problem(cell.name, cfg.name)
+        assert problem.lengths is not None and problem.lengths.min() < cfg.T
+        assert problem.dy.shape == (cfg.T, cfg.B, cfg.directions * cfg.H)
+        impls = ["reference"] + (["torch"] if common.torch_installed() else [])
+        for impl in impls:
+            out = common.make_runner(impl, problem, mode)()
+            assert common.check(impl, out, cell, cfg, mode) < common.tolerance(cfg)
+    names = set(common.make_problem(cell.name, "tiny-L2-len-bi").state_dict())
+    assert {"weight_ih_l1_reverse", "bias_hh_l0_reverse", "weight_hh_l1"} <= names
+
+
+def test_report_runs_the_random_length_configs(tiny_configs, capsys):
+    argv = ["--configs", ",".join(c.name for c in tiny_configs), "--threads", "1"]
+    argv += ["--repeats", "3", "--min-time", "0.002", "--settle", "0", "--budget", "0.5"]
+    assert report.main([*argv, "--no-ceiling"]) == 0
+    out = capsys.readouterr().out
+    assert "- random lengths (`-len`, seed-fixed, U[1, T])" in out
+    lines = out.splitlines()
+    for cell in common.CELLS.values():
+        for cfg in tiny_configs:
+            reason = common.unavailable("rnncore", cell, cfg)
+            if reason is not None:  # a build without lengths=: skipped with the reason
+                assert f"{cell.name} {cfg.name}: {reason}" in out
+                continue
+            prefix = f"| {cell.name} | {cfg.name} | 1"
+            rows = [line for line in lines if line.startswith(prefix)]
+            assert len(rows) == 2, out  # the main table and the lengths table
+            main, ratio = ([c.strip() for c in r.strip("|").split("|")] for r in rows)
+            assert float(main[3]) > 0 and float(main[4]) > 0, rows[0]  # rnncore, reference ms
+            assert main[5] != "–" or not common.torch_installed(), rows[0]
+            share = float(np.mean(common.lengths_of(cfg))) / cfg.T
+            assert ratio[3] == f"{share:.2f}" and float(ratio[6].rstrip(" ✗")) > 0, rows[1]

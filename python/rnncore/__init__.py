@@ -32,6 +32,7 @@ from .model import CharRNN
 from .reporting import ConsoleReporter, FitResult, Reporter
 from .sample import generate, sample_stream
 from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
+from .weights import load_weights, save_weights
 
 try:
     __version__ = version("rnncore")
@@ -67,6 +68,7 @@ __all__ = [
     "linear_cross_entropy",
     "load_checkpoint",
     "load_corpus",
+    "load_weights",
     "lstm_backward",
     "lstm_forward",
     "make_batch_iterators",
@@ -75,6 +77,7 @@ __all__ = [
     "rnn_forward",
     "sample_stream",
     "save_checkpoint",
+    "save_weights",
     "set_num_threads",
     "softmax_cross_entropy",
 ]

@@ -29,6 +29,7 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
+from .onnx_io import export_onnx, import_onnx  # onnx itself is imported only when called
 from .reporting import ConsoleReporter, FitResult, Reporter
 from .sample import generate, sample_stream
 from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
@@ -61,10 +62,12 @@ __all__ = [
     "Vocabulary",
     "__version__",
     "blas_info",
+    "export_onnx",
     "generate",
     "get_num_threads",
     "gru_backward",
     "gru_forward",
+    "import_onnx",
     "linear_cross_entropy",
     "load_checkpoint",
     "load_corpus",

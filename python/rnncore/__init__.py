@@ -29,7 +29,9 @@ from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_check
 from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
-from .onnx_io import export_onnx, import_onnx  # onnx itself is imported only when called
+from .modules import Embedding, Linear
+from .optim import SGD, Adam, clip_grad_norm
+from .params import ParamGroup, load_params, save_params
 from .reporting import ConsoleReporter, FitResult, Reporter
 from .sample import generate, sample_stream
 from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
@@ -44,15 +46,20 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "SGD",
+    "Adam",
     "CharRNN",
     "Checkpoint",
     "CheckpointError",
     "ConsoleReporter",
     "Corpus",
     "DataError",
+    "Embedding",
     "FitResult",
     "GRUCache",
     "LSTMCache",
+    "Linear",
+    "ParamGroup",
     "RNNCache",
     "Reporter",
     "StepInfo",
@@ -62,15 +69,15 @@ __all__ = [
     "Vocabulary",
     "__version__",
     "blas_info",
-    "export_onnx",
+    "clip_grad_norm",
     "generate",
     "get_num_threads",
     "gru_backward",
     "gru_forward",
-    "import_onnx",
     "linear_cross_entropy",
     "load_checkpoint",
     "load_corpus",
+    "load_params",
     "load_weights",
     "lstm_backward",
     "lstm_forward",
@@ -80,6 +87,7 @@ __all__ = [
     "rnn_forward",
     "sample_stream",
     "save_checkpoint",
+    "save_params",
     "save_weights",
     "set_num_threads",
     "softmax_cross_entropy",

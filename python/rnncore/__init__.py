@@ -30,6 +30,7 @@ from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterato
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
 from .modules import Embedding, Linear
+from .onnx_io import export_onnx, import_onnx  # onnx itself is imported only when called
 from .optim import SGD, Adam, clip_grad_norm
 from .params import ParamGroup, load_params, save_params
 from .reporting import ConsoleReporter, FitResult, Reporter
@@ -70,10 +71,12 @@ __all__ = [
     "__version__",
     "blas_info",
     "clip_grad_norm",
+    "export_onnx",
     "generate",
     "get_num_threads",
     "gru_backward",
     "gru_forward",
+    "import_onnx",
     "linear_cross_entropy",
     "load_checkpoint",
     "load_corpus",

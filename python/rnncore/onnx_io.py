@@ -467,3 +467,18 @@ def import_onnx(path: str | os.PathLike[str] | Any) -> RNN | LSTM | GRU:
     )
     stack.load_state_dict(state)
     return stack
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *, opset: int | None = None
+) -> Path:
+    """export_onnx of the CharRNN a checkpoint of ``rnncore train`` holds (``rnncore export``).
+
+    Raises:
+        ValueError: the checkpoint cannot be read (CheckpointError) or describes no model.
+        FileNotFoundError: no such checkpoint.
+    """
+    from .checkpoint import load_checkpoint
+    from .train import model_from_checkpoint
+
+    return export_onnx(model_from_checkpoint(load_checkpoint(checkpoint)), path, opset=opset)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import reference
+from . import diagnostics, reference
 from ._core import (
     GRUCache,
     LSTMCache,
@@ -27,6 +27,7 @@ from ._core import (
 )
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
+from .diagnostics import StateGradients, decay_per_step, state_gradients
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
 from .modules import Embedding, Linear
@@ -63,6 +64,7 @@ __all__ = [
     "ParamGroup",
     "RNNCache",
     "Reporter",
+    "StateGradients",
     "StepInfo",
     "TrainConfig",
     "Trainer",
@@ -71,6 +73,8 @@ __all__ = [
     "__version__",
     "blas_info",
     "clip_grad_norm",
+    "decay_per_step",
+    "diagnostics",
     "export_onnx",
     "generate",
     "get_num_threads",
@@ -94,4 +98,5 @@ __all__ = [
     "save_weights",
     "set_num_threads",
     "softmax_cross_entropy",
+    "state_gradients",
 ]

@@ -266,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", metavar="CHECKPOINT", help="a file saved by rnncore train")
     e.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
     _option(e, "--opset", type=_int_at_least(14), help="ai.onnx opset (default: 14)")
+    from . import gradients_report, inspection  # their options and bodies live there
+
+    gradients_report.add_parser(sub)  # rnncore gradients
+    inspection.add_parser(sub)  # rnncore inspect
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 
@@ -380,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits with status 2 on a bad flag
     out = sys.stdout
     try:
+        if hasattr(args, "run"):  # a subcommand whose body lives in its own module
+            return args.run(args, out)
         if args.command == "train":
             return _train(args, out)
         if args.command == "export":

@@ -199,3 +199,16 @@ def test_cli_gradients_plot_without_matplotlib_exits_2(tmp_path, capsys, monkeyp
     assert main(["gradients", "--plot", str(tmp_path / "g.png")]) == 2
     assert "--plot needs matplotlib, which is not installed" in capsys.readouterr().err
     assert not (tmp_path / "g.png").exists()
+
+
+def test_cli_gradients_bias_options(capsys):
+    # --zero-bias with tiny inputs: the small-state regime, tanh' ≈ 1 so the prediction is ρ;
+    # --forget-bias 5: the LSTM's forget gates σ(5 + small) ≈ 0.993.
+    argv = ["gradients", "--steps", "60", "--radius", "0.9", "--hidden-size", "16"]
+    assert main([*argv, "--zero-bias", "--input-scale", "1e-4", "--forget-bias", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "biases 0, LSTM forget bias +5" in out
+    rnn = next(line for line in out.splitlines() if line.startswith("| rnn "))
+    assert rnn.split("|")[6].strip() == "0.9000"  # ρ·mean(tanh') with |h| < 1e-3
+    lstm_c = next(line for line in out.splitlines() if line.startswith("| lstm | - | c "))
+    assert 0.99 < float(lstm_c.split("|")[6]) < 0.995  # mean(f) ≈ σ(5) = 0.9933

@@ -33,11 +33,15 @@ def gradient_rows(
     input_scale: float = 0.1,
     window: int = 50,
     seed: int = 0,
+    zero_bias: bool = False,
+    forget_bias: float = 0.0,
 ) -> list[dict[str, Any]]:
     """One row per (cell, radius, path): the data of ``rnncore gradients``' table.
 
     Inputs x (steps, 1, hidden_size) are input_scale·N(0, 1) (seeded); layers are float64,
-    input_size = hidden_size, default initialisation of `seed` (the RNN's W_hh then rescaled).
+    input_size = hidden_size, default initialisation of `seed` (the RNN's W_hh then rescaled),
+    every bias then set to 0 with zero_bias, and forget_bias added to the LSTM's forget-gate
+    bias (bias_ih's second block).
 
     Returns:
         dicts with cell, radius (the RNN's ρ(W_hh); None for LSTM/GRU), path ("h" or "c"),
@@ -55,6 +59,12 @@ def gradient_rows(
             if radius is not None:
                 w_hh = layer.parameters()["weight_hh_l0"]
                 w_hh[...] = scale_spectral_radius(w_hh, radius)
+            params = layer.parameters()
+            if zero_bias:
+                params["bias_ih_l0"][...] = 0
+                params["bias_hh_l0"][...] = 0
+            if cell == "lstm":
+                params["bias_ih_l0"][hidden_size : 2 * hidden_size] += forget_bias
             g = state_gradients(layer, x)
             k = min(window, steps)
             gates = gate_activations(cell, layer.layer_weights(0), x, g.h[:-1], **_gru(layer))
@@ -95,7 +105,7 @@ def _row(path: str, norms: np.ndarray, k: int, pred: float | None, name: str) ->
 
 def format_table(rows: list[dict[str, Any]], steps: int, window: int) -> str:
     """The table ``rnncore gradients`` prints (Markdown, so docs can paste it)."""
-    g = "‖∂L/∂h_0‖/‖∂L/∂h_T‖"
+    g = "‖g_0‖/‖g_T‖"
     lines = [
         f"| cell | ρ(W_hh) | path | max abs(h) | decay/step (first {min(window, steps)} steps)"
         f" | predicted | predictor | {g} |",
@@ -195,6 +205,15 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="weights and inputs (default: 0)")
     p.add_argument(
+        "--zero-bias", action="store_true", help="set every bias to 0 (default: the init's)"
+    )
+    p.add_argument(
+        "--forget-bias",
+        type=float,
+        default=0.0,
+        help="added to the LSTM's forget-gate bias (default: 0)",
+    )
+    p.add_argument(
         "--plot", metavar="PNG", help="log-norm against t, needs matplotlib (default: no plot)"
     )
     p.set_defaults(run=run)
@@ -220,10 +239,14 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         input_scale=args.input_scale,
         window=args.window,
         seed=args.seed,
+        zero_bias=args.zero_bias,
+        forget_bias=args.forget_bias,
     )
     print(
         f"loss at step T={args.steps}, H={args.hidden_size}, inputs {args.input_scale:g}·N(0,1),"
-        f" seed {args.seed}",
+        f" seed {args.seed}{', biases 0' if args.zero_bias else ''}"
+        f"{f', LSTM forget bias +{args.forget_bias:g}' if args.forget_bias else ''}; g = ∂L/∂h_t"
+        " (path h) or ∂L/∂c_t (path c, up to t = T-1: ∂L/∂c_T = 0)",
         file=out,
     )
     print(format_table(rows, args.steps, args.window), file=out)

@@ -190,7 +190,8 @@ def export_onnx(
         The path written.
 
     Raises:
-        TypeError: model is none of those classes, or opset is not an int.
+        TypeError: model is none of those classes, opset is not an int or None, or
+            sequence_lens is not a bool.
         ValueError: opset below 14 or above what the installed onnx knows.
         ImportError: onnx is not installed.
     """

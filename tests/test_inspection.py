@@ -13,7 +13,13 @@ import pytest
 
 from rnncore.checkpoint import load_checkpoint
 from rnncore.cli import main
-from rnncore.inspection import FEATURES, correlations, text_features, unit_activations
+from rnncore.inspection import (
+    FEATURES,
+    correlations,
+    text_features,
+    top_units,
+    unit_activations,
+)
 from rnncore.train import model_from_checkpoint
 
 TEXT = "the fox (jumps) over [the] dog.\n<a & b> 'quoted' (x)\n" * 12  # 648 characters
@@ -119,6 +125,13 @@ def test_features_and_correlations_by_definition():
         for j in range(2):
             assert r[i, j] == pytest.approx(np.corrcoef(v[:, j], feat)[0, 1], abs=1e-12)
     assert np.all(r[:, 2] == 0)
+    assert top_units(r, ["u0", "u1", "u2"], 2)[0][:3] == (
+        "position in line",
+        1,
+        "u0" if abs(r[0, 0]) >= abs(r[0, 1]) else "u1",
+    )
+    r[1] = 0  # a feature constant over the text: no rows
+    assert [row[0] for row in top_units(r, ["u0", "u1", "u2"], 2)].count("inside brackets") == 0
 
 
 def test_inspect_bad_input_exits_2(trained, tmp_path, capsys):

@@ -149,9 +149,13 @@ def correlations(values: npt.ArrayLike, features: dict[str, Array]) -> Array:
 
 
 def top_units(corr: Array, names: list[str], n: int = 5) -> list[tuple[str, int, str, float]]:
-    """The n units of largest |r| per feature: (feature, rank from 1, unit name, r) rows."""
+    """The n units of largest |r| per feature: (feature, rank from 1, unit name, r) rows;
+    none for a feature whose correlations are all 0 (constant over the text, e.g. a text
+    without brackets)."""
     rows = []
     for i, feat in enumerate(FEATURES[: corr.shape[0]]):
+        if not np.any(corr[i]):
+            continue
         order = np.argsort(-np.abs(corr[i]), kind="stable")[:n]
         rows += [(feat, r + 1, names[j], float(corr[i, j])) for r, j in enumerate(order)]
     return rows
@@ -327,6 +331,8 @@ def run(args: argparse.Namespace, out: IO[str]) -> int:
         raise UsageError(f"--unit must be in [0, {model.hidden_size}), got {args.unit}")
     name = acts.names[cols[unit]]
     top = top_units(corr, acts.names, args.top)
+    for f in sorted(set(FEATURES) - {row[0] for row in top}, key=FEATURES.index):
+        print(f"{f}: constant over this text, no correlation", file=out)
     print(f"{'feature':<18} {'rank':>4}  {'unit':<8} {'r':>8}", file=out)
     for f, k, u, r in top:
         print(f"{f:<18} {k:>4}  {u:<8} {r:+8.4f}", file=out)

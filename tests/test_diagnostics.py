@@ -37,8 +37,9 @@ def _layer(cell, opts, D, H, seed=0):
     return cls(D, H, dtype=np.float64, seed=seed, **opts)
 
 
+@pytest.mark.parametrize("method", ["delta", "suffix"])
 @pytest.mark.parametrize(("cell", "opts"), CELLS)
-def test_state_gradients_equal_central_differences(cell, opts):
+def test_state_gradients_equal_central_differences(cell, opts, method):
     # Oracle: the kernels' forward only, run to step t, the state perturbed there, then run
     # on to T; L = <u, h_T>. Independent of the batched backward state_gradients uses.
     T, B, D, H = 7, 2, 3, 4
@@ -49,7 +50,7 @@ def test_state_gradients_equal_central_differences(cell, opts):
     c0 = 0.5 * rng.standard_normal((1, B, H))
     u = rng.standard_normal((B, H))
     state = (h0, c0) if cell == "lstm" else h0
-    g = state_gradients(layer, x, state, grad_output=u, chunk=3)  # chunk 3: several chunks
+    g = state_gradients(layer, x, state, grad_output=u, method=method, chunk=3)  # 3 chunks
     w, kernel = layer.layer_weights(0), getattr(_core, f"{cell}_forward")
 
     def run(xs, h, c):
@@ -69,13 +70,31 @@ def test_state_gradients_equal_central_differences(cell, opts):
         assert rel_err(central_difference(loss, h_t), g.dh[t]) <= 1e-6, t
         assert np.allclose(g.h[t], h_t, rtol=0, atol=1e-13)
         if cell == "lstm":
-            assert rel_err(central_difference(loss, c_t), g.dc[t]) <= 1e-6 or t == T
+            assert rel_err(central_difference(loss, c_t), g.dc[t]) <= 1e-6
             assert np.allclose(g.c[t], c_t, rtol=0, atol=1e-13)
     assert np.array_equal(g.dh[T], u)
     if cell == "lstm":
         assert np.array_equal(g.dc[T], np.zeros((B, H)))  # L reads h_T only
     norms = np.sqrt((g.dh**2).sum(axis=(1, 2)))
     assert np.allclose(g.h_norms, norms, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize(("cell", "opts"), CELLS)
+def test_the_two_methods_agree_over_many_steps(cell, opts):
+    # The O(T) delta method (kernel δ + NumPy chain rule) against the O(T²) kernel-only
+    # suffix method over 80 steps, where the norms span many orders of magnitude: each
+    # step's gradient to 1e-10 of its own size (float64 rounding accumulated over 80 steps).
+    T, B, D, H = 80, 2, 5, 6
+    layer = _layer(cell, opts, D, H, seed=3)
+    x = np.random.default_rng(6).standard_normal((T, B, D))
+    a = state_gradients(layer, x, method="delta")
+    b = state_gradients(layer, x, method="suffix", chunk=32)
+    assert np.allclose(a.h, b.h, rtol=0, atol=1e-13)
+    for t in range(T + 1):
+        assert rel_err(a.dh[t], b.dh[t]) <= 1e-10, t
+        if cell == "lstm":
+            assert rel_err(a.dc[t], b.dc[t]) <= 1e-10, t
+            assert np.allclose(a.c[t], b.c[t], rtol=0, atol=1e-13)
 
 
 def _small_state_rnn(radius, H=32, seed=0):
@@ -144,7 +163,7 @@ def test_gate_activations_reproduce_the_kernels_states():
     x = rng.standard_normal((T, B, D))
     for cell, opts in CELLS:
         layer = _layer(cell, opts, D, H)
-        g = state_gradients(layer, x)
+        g = state_gradients(layer, x, method="suffix")  # c_t as the kernels return it
         gates = gate_activations(cell, layer.layer_weights(0), x, g.h[:-1], **opts)
         if cell == "lstm":
             c = gates["f"] * g.c[:-1] + gates["i"] * gates["g"]
@@ -164,6 +183,8 @@ def test_bad_arguments():
         state_gradients(rnncore.RNN(2, 3, dtype=np.float64), np.zeros((4, 1, 2), np.float32))
     with pytest.raises(ValueError, match=r"grad_output must be \(1, 3\)"):
         state_gradients(rnncore.RNN(2, 3, dtype=np.float64), np.zeros((4, 1, 2)), grad_output=[1])
+    with pytest.raises(ValueError, match="method must be 'delta' or 'suffix', got 'x'"):
+        state_gradients(rnncore.RNN(2, 3, dtype=np.float64), np.zeros((4, 1, 2)), method="x")
     with pytest.raises(ValueError, match="radius must be a finite number > 0"):
         scale_spectral_radius(np.eye(3), 0.0)
     with pytest.raises(ValueError, match="square"):

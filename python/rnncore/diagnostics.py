@@ -10,19 +10,25 @@ The vanishing-gradient demonstration on the real kernels::
     g = state_gradients(rnn, 0.01 * np.random.default_rng(0).standard_normal((100, 1, 32)))
     decay_per_step(g.h_norms)  # ≈ 0.9 while |h| stays small (tanh' ≈ 1)
 
-Method (exact, the kernels' own arithmetic): for a loss L = <u, h_T> at the last step,
-∂L/∂h_t is dh0 of the backward of the sub-sequence x[t], ..., x[T-1] started from the state
-(h_t, c_t) with dh_n = u. Every t runs at once as rows of one batch (the kernels' lengths=),
-in chunks of rows: one forward and one backward per chunk, O(T²) work (T(T+1)/2 row-steps)
-and O(chunk·T) memory; the states h_t, c_t come from a forward over the prefixes. It needs no
-access to the kernels' internals and is exact for every cell; for the layer sizes a
-diagnostic uses (T of a few hundred) it takes milliseconds to a second.
+Method (exact, O(T), the default): for a loss L = <u, h_T> at the last step, one forward
+and one backward of the C++ kernel on the input widened by G*H zero features that an
+identity block appended to weight_ih reads: the forward is unchanged (those features add
+exact zeros) and the backward's dx of those features is δ_t, the gradient of step t's
+pre-activations. Then ∂L/∂h_{t-1} = δ_t W_hh for the RNN and the LSTM (h_{t-1} reaches L
+only through W_hh h_{t-1}); the GRU adds its reset gate's scaling of the n block and its
+direct path z_t ⊙ ∂L/∂h_t; the LSTM's ∂L/∂c_{t-1} = f_t ⊙ (∂L/∂c_t + ∂L/∂h_t ⊙ o_t ⊙
+tanh'(c_t)), with the gates recomputed in NumPy from the weights and the states
+(gate_activations). method="suffix" is a second exact method with no NumPy calculus: each
+∂L/∂h_t is dh0 of the kernels' backward of the sub-sequence x[t:T] started from (h_t, c_t),
+every t as rows of one batch (lengths=), O(T²) work; the tests hold the two to each other
+and to central differences.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,6 +133,7 @@ def state_gradients(
     state: Array | tuple[Array, Array] | None = None,
     *,
     grad_output: npt.ArrayLike | None = None,
+    method: str = "delta",
     chunk: int = 64,
 ) -> StateGradients:
     """∂L/∂h_t (and ∂L/∂c_t for an LSTM) at every step t for L = <grad_output, h_T>.
@@ -138,7 +145,10 @@ def state_gradients(
         state: the initial state as the layer's forward takes it: (1, B, H), or for the LSTM a
             tuple (h, c) of (1, B, H) arrays (either may be None); None: zeros.
         grad_output: (B, H) ∂L/∂h_T; None: every entry 1/√(B·H) (a unit-norm gradient).
-        chunk: values of t handled per kernel call (memory ~ chunk·B·T·G·H values).
+        method: "delta" (default): one forward and one backward, O(T) (see the module's
+            docstring); "suffix": each ∂L/∂state_t as the kernels' own dh0 (dc0) of the
+            sub-sequence x[t:T], O(T²) work, kept as the second, independent exact method.
+        chunk: "suffix" only: values of t per kernel call (memory ~ chunk·B·T·G·H values).
 
     Returns:
         StateGradients with dh, dc, h, c of shape (T+1, B, H) (dc, c: LSTM only).
@@ -146,17 +156,19 @@ def state_gradients(
     Raises:
         TypeError: layer is not an RNN/LSTM/GRU, x is not of the layer's dtype.
         ValueError: a stacked or bidirectional layer, x not (T, B, input_size) with T >= 1,
-            grad_output or state of the wrong shape.
+            grad_output or state of the wrong shape, an unknown method.
     """
     cell, fwd, bwd, options = _kernels(layer)
     chunk = positive_int("state_gradients", "chunk", chunk)
+    if method not in ("delta", "suffix"):
+        raise ValueError(f"state_gradients: method must be 'delta' or 'suffix', got {method!r}")
     dtype, D, H = layer.dtype, layer.input_size, layer.hidden_size  # type: ignore[attr-defined]
     xa = np.asarray(x)
     if xa.dtype != dtype:
         raise TypeError(f"state_gradients: x must be {dtype} (the layer's dtype), got {xa.dtype}")
     if xa.ndim != 3 or xa.shape[2] != D or xa.shape[0] < 1:
         raise ValueError(f"state_gradients: x must be (T >= 1, B, {D}), got shape {xa.shape}")
-    T, B = xa.shape[:2]
+    B = xa.shape[1]
     h0 = np.zeros((B, H), dtype)
     c0 = np.zeros((B, H), dtype) if cell == "lstm" else None
     parts = (state if isinstance(state, tuple) else (state,)) if state is not None else ()
@@ -177,6 +189,80 @@ def state_gradients(
         if u.shape != (B, H):
             raise ValueError(f"state_gradients: grad_output must be ({B}, {H}), got {u.shape}")
     w = layer.layer_weights(0)  # type: ignore[attr-defined]
+
+    if method == "suffix":
+        return _by_suffixes(cell, fwd, bwd, options, w, xa, h0, c0, u, chunk)
+    return _by_deltas(cell, fwd, bwd, options, w, xa, h0, c0, u)
+
+
+def _by_deltas(
+    cell: str, fwd: Any, bwd: Any, options: dict, w: tuple, xa: Array, h0: Array,
+    c0: Array | None, u: Array,
+) -> StateGradients:  # fmt: skip
+    """One forward and one backward of the kernels with the input widened by G*H zero
+    features read through an identity block of weight_ih: the forward is unchanged (those
+    features add exact zeros) and their dx is δ_t, the gradient of each step's input-side
+    pre-activations. The state gradients follow in NumPy from δ and the weights: dh_t =
+    δ_{t+1} W_hh (LSTM, RNN), plus the GRU's reset scaling of its n block and its direct path
+    z_{t+1} ⊙ dh_{t+1}; the LSTM's dc_t = f_{t+1} ⊙ (dc_{t+1} + dh_{t+1} ⊙ o_{t+1} ⊙
+    tanh'(c_{t+1})), with the gates recomputed by gate_activations."""
+    T, B, D = xa.shape
+    H, dtype = h0.shape[1], xa.dtype
+    w_ih, w_hh, b_ih, b_hh = w
+    GH = w_hh.shape[0]
+    x_aug = np.concatenate([xa, np.zeros((T, B, GH), dtype)], axis=2)
+    w_aug = np.concatenate([w_ih, np.eye(GH, dtype=dtype)], axis=1)
+    if cell == "lstm":
+        y, _, _, cache = fwd(x_aug, h0, c0, w_aug, w_hh, b_ih, b_hh, training=True)
+        dx = bwd(None, u, np.zeros_like(u), cache)[0]
+    else:
+        y, _, cache = fwd(x_aug, h0, w_aug, w_hh, b_ih, b_hh, training=True, **options)
+        dx = bwd(None, u, cache)[0]
+    delta = dx[:, :, D:].astype(np.float64)  # (T, B, G*H): δ of steps 1..T
+    h = np.concatenate([h0[None], y]).astype(np.float64)
+    wh = np.asarray(w_hh, np.float64)
+    dh = np.empty((T + 1, B, H))
+    dh[T] = u
+    dc = c = None
+    if cell == "rnn":
+        dh[:T] = delta @ wh
+    elif cell == "lstm":
+        dh[:T] = delta @ wh
+        g = gate_activations("lstm", w, xa, h[:-1])
+        c = np.empty((T + 1, B, H))
+        c[0] = np.asarray(c0, np.float64)
+        for t in range(T):
+            c[t + 1] = g["f"][t] * c[t] + g["i"][t] * g["g"][t]
+        dc = np.zeros((T + 1, B, H))
+        for t in range(T - 1, -1, -1):  # c_t reaches L through c_{t+1} = f_{t+1} c_t + ...
+            total = dc[t + 1] + dh[t + 1] * g["o"][t] * (1 - np.tanh(c[t + 1]) ** 2)
+            dc[t] = g["f"][t] * total
+    else:
+        after = bool(options.get("reset_after", True))
+        g = gate_activations("gru", w, xa, h[:-1], reset_after=after)
+        rz = delta[..., : 2 * H] @ wh[: 2 * H]
+        dn = delta[..., 2 * H :]
+        if after:  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+            via_n = (g["r"] * dn) @ wh[2 * H :]
+        else:  # n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)
+            via_n = g["r"] * (dn @ wh[2 * H :])
+        for t in range(T - 1, -1, -1):  # h_{t+1} = (1 - z) n + z h_t
+            dh[t] = rz[t] + via_n[t] + g["z"][t] * dh[t + 1]
+    return StateGradients(
+        dh=dh.astype(dtype),
+        dc=None if dc is None else dc.astype(dtype),
+        h=h.astype(dtype),
+        c=None if c is None else c.astype(dtype),
+    )
+
+
+def _by_suffixes(
+    cell: str, fwd: Any, bwd: Any, options: dict, w: tuple, xa: Array, h0: Array,
+    c0: Array | None, u: Array, chunk: int,
+) -> StateGradients:  # fmt: skip
+    """dh_t (dc_t) as the kernels' dh0 (dc0) of the sub-sequence x[t:T] from (h_t, c_t)."""
+    T, B, _ = xa.shape
+    H, dtype = h0.shape[1], xa.dtype
 
     def run(xs: Array, lengths: Array, hs: Array, cs: Array | None, training: bool) -> tuple:
         if cell == "lstm":

@@ -110,9 +110,10 @@ class Worker:
         return json.loads(reply)
 
     def close(self) -> None:
-        assert self.proc.stdin is not None
+        assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.close()
         self.proc.wait()
+        self.proc.stdout.close()
 
 
 def cpu_model() -> str:
@@ -189,9 +190,7 @@ def main() -> None:
         f"{args.rounds} rounds x {args.steps} steps, each implementation in its own process\n"
     )
     results = run(cells, args.threads, args.rounds, args.steps, args.settle, args.size)
-    print(
-        "| cell | torch.nn ms | rnncore.torch ms | × torch.nn (median, min-max of rounds) | target |"
-    )
+    print("| cell | torch.nn ms | rnncore.torch ms | × torch.nn (median; min-max) | target |")
     print("| --- | --- | --- | --- | --- |")
     for cell, (tn, rc, ratio, lo, hi) in results.items():
         print(

@@ -233,3 +233,20 @@ def test_cli_gradients_bias_options(capsys):
     assert rnn.split("|")[6].strip() == "0.9000"  # ρ·mean(tanh') with |h| < 1e-3
     lstm_c = next(line for line in out.splitlines() if line.startswith("| lstm | - | c "))
     assert 0.99 < float(lstm_c.split("|")[6]) < 0.995  # mean(f) ≈ σ(5) = 0.9933
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--radius", "0.5,x"], "expected comma-separated numbers, got '0.5,x'"),
+        (["--radius", "0"], "expected radii > 0, got '0'"),
+        (["--steps", "0"], "expected a number > 0, got '0'"),
+        (["--seed", "-1"], "expected an integer >= 0, got '-1'"),
+        (["--cell", "transformer"], "invalid choice: 'transformer'"),
+    ],
+)
+def test_cli_gradients_bad_flags_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["gradients", *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err

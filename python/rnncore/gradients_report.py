@@ -169,6 +169,16 @@ def _positive(kind: type):
     return parse
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = -1
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``gradients`` subcommand to an argparse subparsers object."""
     p = sub.add_parser(
@@ -203,7 +213,7 @@ def add_parser(sub: Any) -> None:
         default=50,
         help="steps the decay is averaged over (default: 50)",
     )
-    p.add_argument("--seed", type=int, default=0, help="weights and inputs (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="weights and inputs (default: 0)")
     p.add_argument(
         "--zero-bias", action="store_true", help="set every bias to 0 (default: the init's)"
     )

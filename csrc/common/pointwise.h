@@ -49,6 +49,16 @@ struct PointwiseKernels {
   void (*gru_backward)(float *dgi, float *dgh, float *dh, const float *dy, const float *gates,
                        const float *h_prev, const float *aux, std::ptrdiff_t cr, int j0, int w,
                        int B, int H);
+  // GRU (reset before), the two activation passes of a step for one unit block. rz: r, z
+  // activated in place in gi (at ci, ci + w) from gi + gh (r, z at ch, ch + w in gh) and the
+  // biases at the same columns; aux (B,H) = r ⊙ h_prev. n: n = tanh(gi + b_in + gh + b_hn)
+  // in place in gi at ci + 2w (gh and b_hh at chn), then h (B,H) from z (gi at ci + w).
+  void (*gru_rb_forward_rz)(float *gi, const float *gh, const float *h_prev, float *aux,
+                            const float *b_ih, const float *b_hh, std::ptrdiff_t ci,
+                            std::ptrdiff_t ch, int j0, int w, int B, int H);
+  void (*gru_rb_forward_n)(float *gi, const float *gh, const float *h_prev, float *h,
+                           const float *b_ih, const float *b_hh, std::ptrdiff_t ci,
+                           std::ptrdiff_t chn, int j0, int w, int B, int H);
   // RNN: h = tanh(h + bias) in place over columns [j0, j1) of B rows of width H.
   void (*rnn_tanh)(float *h, const float *bias, int B, int H, int j0, int j1);
   // y = tanh(x) or sigmoid(x), n elements (tests and probes).

@@ -73,6 +73,10 @@ inline V rcp_nr(V d) {
   const __m512 r0 = _mm512_rcp14_ps(d.v);
   return {_mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d.v, r0, _mm512_set1_ps(1.0f)), r0)};
 }
+// GCC 12 warns inside avx512fintrin.h that _mm512_slli_epi32's _mm512_undefined_epi32() "may be
+// used uninitialized" (a false positive of the header, not of this code).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 inline V pow2_bits(V t) {
   const __m512i bits = _mm512_castps_si512(t.v);
   return {
@@ -80,6 +84,7 @@ inline V pow2_bits(V t) {
 }
 
 #include "common/pointwise_simd.h"
+#pragma GCC diagnostic pop
 
 }  // namespace
 

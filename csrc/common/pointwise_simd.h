@@ -188,6 +188,57 @@ void gru_backward(float *dgi, float *dgh, float *dh, const float *dy, const floa
     gru_backward_rows<false>(dgi, dgh, dh, dy, gates, h_prev, aux, cr, j0, w, B, H);
 }
 
+template <bool Full>
+void gru_rb_forward_rz_rows(float *gi, const float *gh, const float *h_prev, float *aux,
+                            const float *b_ih, const float *b_hh, idx ci, idx ch, int j0, int w,
+                            int B, int H) {
+  const idx H3 = 3 * static_cast<idx>(H);
+  const V bir = ld<Full>(b_ih + ci, w), biz = ld<Full>(b_ih + ci + w, w);
+  const V bhr = ld<Full>(b_hh + ch, w), bhz = ld<Full>(b_hh + ch + w, w);
+  for (int b = 0; b < B; ++b) {
+    float *ib = gi + b * H3 + ci;
+    const float *hb = gh + b * H3 + ch;
+    const idx o = static_cast<idx>(b) * H + j0;
+    const V rr = sigmoid_v(add(add(add(ld<Full>(ib, w), bir), ld<Full>(hb, w)), bhr));
+    const V zz = sigmoid_v(add(add(add(ld<Full>(ib + w, w), biz), ld<Full>(hb + w, w)), bhz));
+    st<Full>(ib, rr, w), st<Full>(ib + w, zz, w);
+    st<Full>(aux + o, mul(rr, ld<Full>(h_prev + o, w)), w);
+  }
+}
+
+void gru_rb_forward_rz(float *gi, const float *gh, const float *h_prev, float *aux,
+                       const float *b_ih, const float *b_hh, idx ci, idx ch, int j0, int w, int B,
+                       int H) {
+  if (w == 16)
+    gru_rb_forward_rz_rows<true>(gi, gh, h_prev, aux, b_ih, b_hh, ci, ch, j0, w, B, H);
+  else
+    gru_rb_forward_rz_rows<false>(gi, gh, h_prev, aux, b_ih, b_hh, ci, ch, j0, w, B, H);
+}
+
+template <bool Full>
+void gru_rb_forward_n_rows(float *gi, const float *gh, const float *h_prev, float *h,
+                           const float *b_ih, const float *b_hh, idx ci, idx chn, int j0, int w,
+                           int B, int H) {
+  const idx H3 = 3 * static_cast<idx>(H), cn = ci + 2 * w;
+  const V bin = ld<Full>(b_ih + cn, w), bhn = ld<Full>(b_hh + chn, w);
+  for (int b = 0; b < B; ++b) {
+    float *ib = gi + b * H3;
+    const idx o = static_cast<idx>(b) * H + j0;
+    const V nn =
+        tanh_v(add(add(add(ld<Full>(ib + cn, w), bin), ld<Full>(gh + b * H3 + chn, w)), bhn));
+    st<Full>(ib + cn, nn, w);
+    st<Full>(h + o, fmadd(ld<Full>(ib + ci + w, w), sub(ld<Full>(h_prev + o, w), nn), nn), w);
+  }
+}
+
+void gru_rb_forward_n(float *gi, const float *gh, const float *h_prev, float *h, const float *b_ih,
+                      const float *b_hh, idx ci, idx chn, int j0, int w, int B, int H) {
+  if (w == 16)
+    gru_rb_forward_n_rows<true>(gi, gh, h_prev, h, b_ih, b_hh, ci, chn, j0, w, B, H);
+  else
+    gru_rb_forward_n_rows<false>(gi, gh, h_prev, h, b_ih, b_hh, ci, chn, j0, w, B, H);
+}
+
 void rnn_tanh(float *h, const float *bias, int B, int H, int j0, int j1) {
   for (int b = 0; b < B; ++b) {
     float *row = h + static_cast<idx>(b) * H;
@@ -213,5 +264,6 @@ void sigmoid_array(float *y, const float *x, idx n) {
 }
 
 // The table a unit exports.
-constexpr PointwiseKernels kKernels = {&lstm_forward, &lstm_backward, &gru_forward,  &gru_backward,
-                                       &rnn_tanh,     &tanh_array,    &sigmoid_array};
+constexpr PointwiseKernels kKernels = {&lstm_forward, &lstm_backward,     &gru_forward,
+                                       &gru_backward, &gru_rb_forward_rz, &gru_rb_forward_n,
+                                       &rnn_tanh,     &tanh_array,        &sigmoid_array};

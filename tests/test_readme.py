@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -14,6 +15,9 @@ def test_readme_python_example_runs(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README.md has no python example"
     for block in blocks:
+        # The ONNX example needs the onnx extra, which the sanitizer environment leaves out.
+        if "import onnxruntime" in block and importlib.util.find_spec("onnxruntime") is None:
+            continue
         script = tmp_path / "example.py"
         script.write_text(block)
         out = subprocess.run(

@@ -4,8 +4,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -21,16 +23,92 @@ namespace rnncore::bindings {
 
 namespace {
 
+// The targets of a cross-entropy call with the positions it keeps. Without mask and
+// ignore_index: every target range-checked, keep null (all kept). Otherwise keep (N) is 1 where
+// mask (if given) is True and the target (if ignore_index is given) differs from ignore_index;
+// only kept targets are range-checked (a dropped one may be any integer, e.g. -100 padding) and
+// a dropped one is stored as 0 (never read by the kernel).
+struct Targets {
+  CArray<std::int32_t> y;
+  py::object keep_array = py::none();  // py::array_t<std::uint8_t> (N), or None
+  const std::uint8_t *keep = nullptr;
+};
+
+long long ignore_value(const std::string &fn, py::handle v) {
+  const bool np_bool = py::isinstance<py::array>(v) ||
+                       std::string(py::str(py::type::of(v).attr("__name__"))).rfind("bool", 0) == 0;
+  if (PyBool_Check(v.ptr()) || np_bool || !PyIndex_Check(v.ptr()))
+    throw py::type_error(fn + ": ignore_index must be an int or None, got " + type_name(v));
+  py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+  if (!i) throw py::error_already_set();
+  int overflow = 0;
+  const long long r = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+  if (overflow)
+    throw py::value_error(fn + ": ignore_index must fit in 64 bits, got " +
+                          std::string(py::str(v)));
+  return r;
+}
+
+Targets take_targets(Dims &d, py::handle targets_, py::handle mask_, py::handle ignore_, idx V) {
+  const std::string &fn = d.fn();
+  if (mask_.is_none() && ignore_.is_none()) return {take_ids(d, targets_, "targets", V, "N")};
+  const bool has_ignore = !ignore_.is_none();
+  const long long ignore = has_ignore ? ignore_value(fn, ignore_) : 0;
+  py::array a = peek_ids(fn, targets_, "targets");
+  d.check(a, "targets", "N");
+  const idx N = d['N'];
+  py::array_t<bool, py::array::c_style> mask;
+  if (!mask_.is_none()) {
+    py::array m = py::reinterpret_steal<py::array>(py::handle());
+    if (py::isinstance<py::array>(mask_) || py::isinstance<py::list>(mask_) ||
+        py::isinstance<py::tuple>(mask_)) {
+      try {
+        m = py::array::ensure(mask_);
+      } catch (py::error_already_set &) {
+      }
+    }
+    if (!m || m.dtype().kind() != 'b')
+      throw py::type_error(
+          fn + ": mask must be a bool array of shape (N,) (True keeps a position), got " +
+          (m ? "an array of dtype " + std::string(py::str(m.dtype())) : type_name(mask_)));
+    d.check(m, "mask", "N");
+    mask = contiguous<bool>(m);
+  }
+  auto wide = contiguous<std::int64_t>(a);  // any integer type, any value: one copy
+  Targets t{CArray<std::int32_t>(std::vector<idx>{N})};
+  auto keep = py::array_t<std::uint8_t>(std::vector<idx>{N});
+  const std::int64_t *yv = wide.data();
+  const bool *mv = mask_.is_none() ? nullptr : mask.data();
+  std::int32_t *yo = t.y.mutable_data();
+  std::uint8_t *ko = keep.mutable_data();
+  for (idx n = 0; n < N; ++n) {
+    const bool k = (!mv || mv[n]) && !(has_ignore && yv[n] == ignore);
+    ko[n] = k ? 1 : 0;
+    if (k && (yv[n] < 0 || yv[n] >= V))
+      throw py::value_error(fn + ": targets must hold ids in [0, " + std::to_string(V) +
+                            ") at the kept positions, got " + std::to_string(yv[n]) +
+                            " at flat position " + std::to_string(n) +
+                            (has_ignore ? " (ignore_index is " + std::to_string(ignore) + ")"
+                                        : std::string(" (mask is True there)")));
+    yo[n] = k ? static_cast<std::int32_t>(yv[n]) : 0;
+  }
+  t.keep = keep.data();
+  t.keep_array = keep;
+  return t;
+}
+
 template <typename T>
 py::tuple softmax_xent_impl(const std::string &fn, py::handle logits_, py::handle targets_,
-                            bool grad, DType dt) {
+                            py::handle mask_, py::handle ignore_, bool grad, DType dt) {
   Dims d(fn);
   d.dtype_src = "logits";
   auto logits = take<T>(d, logits_, "logits", "of shape (N, V)", "NV", dt);
   if (d['V'] < 1) throw py::value_error(fn + ": logits must have V >= 1 columns, got 0");
-  auto y = take_ids(d, targets_, "targets", d['V'], "N");
+  Targets tg = take_targets(d, targets_, mask_, ignore_, d['V']);
   const idx N = d['N'], V = d['V'];
   checked_count(fn, {N, V}, "logits");
+  idx K = N;
+  if (tg.keep) K = std::count(tg.keep, tg.keep + N, std::uint8_t(1));
   auto row_loss = new_array<T>({N});
   py::object dlogits = py::none();
   T *dp = nullptr;
@@ -41,34 +119,39 @@ py::tuple softmax_xent_impl(const std::string &fn, py::handle logits_, py::handl
   }
   {
     ComputeScope nogil;
-    if (N > 0)
-      softmax_xent<T>(row_loss.mutable_data(), dp, logits.data(), y.data(), T(1) / T(N), N,
-                      static_cast<int>(V));
+    if (K > 0)
+      softmax_xent<T>(row_loss.mutable_data(), dp, logits.data(), tg.y.data(), tg.keep, T(1) / T(K),
+                      N, static_cast<int>(V));
+    else if (dp)
+      std::fill(dp, dp + N * V, T(0));
   }
   double total = 0.0;
-  for (idx n = 0; n < N; ++n) total += static_cast<double>(row_loss.data()[n]);
-  return py::make_tuple(N > 0 ? total / N : 0.0, dlogits);
+  if (K > 0)
+    for (idx n = 0; n < N; ++n) total += static_cast<double>(row_loss.data()[n]);
+  return py::make_tuple(K > 0 ? total / K : 0.0, dlogits);
 }
 
-py::tuple softmax_xent_py(py::handle logits, py::handle targets, py::handle grad_) {
+py::tuple softmax_xent_py(py::handle logits, py::handle targets, py::handle grad_, py::handle mask,
+                          py::handle ignore_index) {
   const std::string fn = "softmax_cross_entropy";
   const bool grad = flag(fn, grad_, "grad");
   const DType dt = dtype_from(fn, logits, "logits");
   return dispatch(dt, [&](auto zero) {
-    return softmax_xent_impl<decltype(zero)>(fn, logits, targets, grad, dt);
+    return softmax_xent_impl<decltype(zero)>(fn, logits, targets, mask, ignore_index, grad, dt);
   });
 }
 
 template <typename T>
 py::tuple linear_xent_impl(const std::string &fn, py::handle h_, py::handle w_, py::handle b_,
-                           py::handle targets_, bool grad, DType dt) {
+                           py::handle targets_, py::handle mask_, py::handle ignore_, bool grad,
+                           DType dt) {
   Dims d(fn);
   d.dtype_src = "w";
   auto w = take<T>(d, w_, "w", "of shape (V, H)", "VH", dt);
   auto h = take<T>(d, h_, "h", "of shape (N, H)", "NH", dt);
   py::object b = take_optional<T>(d, b_, "b", "of shape (V,)", "V", dt);
   if (d['V'] < 1) throw py::value_error(fn + ": w must have V >= 1 rows, got 0");
-  auto y = take_ids(d, targets_, "targets", d['V'], "N");
+  Targets tg = take_targets(d, targets_, mask_, ignore_, d['V']);
   check_blas_dims(d, {'N', 'H', 'V'});
   const idx N = d['N'], H = d['H'], V = d['V'];
   Block scratch(static_cast<std::size_t>(checked_count(fn, {N, V + 1}, "the logits")) * sizeof(T));
@@ -90,18 +173,18 @@ py::tuple linear_xent_impl(const std::string &fn, py::handle h_, py::handle w_, 
     ComputeScope nogil;
     T *logits = scratch.as<T>();
     loss = linear_xent<T>(dhp, dwp, dbp, logits, logits + N * V, h.data(), w.data(),
-                          ptr_or_null<T>(b), y.data(), int(N), int(H), int(V));
+                          ptr_or_null<T>(b), tg.y.data(), tg.keep, int(N), int(H), int(V));
   }
   return py::make_tuple(loss, dh, dw, db);
 }
 
 py::tuple linear_xent_py(py::handle h, py::handle w, py::handle b, py::handle targets,
-                         py::handle grad_) {
+                         py::handle grad_, py::handle mask, py::handle ignore_index) {
   const std::string fn = "linear_cross_entropy";
   const bool grad = flag(fn, grad_, "grad");
   const DType dt = dtype_from(fn, w, "w");
   return dispatch(dt, [&](auto zero) {
-    return linear_xent_impl<decltype(zero)>(fn, h, w, b, targets, grad, dt);
+    return linear_xent_impl<decltype(zero)>(fn, h, w, b, targets, mask, ignore_index, grad, dt);
   });
 }
 
@@ -216,14 +299,20 @@ const char *kSoftmaxXentDoc = R"doc(Fused, numerically stable softmax + cross-en
 
 Args:
     logits: (N, V) float32 or float64 scores (any N >= 0, V >= 1).
-    targets: (N,) integer token ids in [0, V).
+    targets: (N,) integer token ids in [0, V) at the kept positions (a dropped position's
+        target may be any integer, e.g. -100 padding: it is not checked nor read).
     grad: also return the gradient.
+    mask: (N,) bool array, True keeps a position, or None (all kept).
+    ignore_index: an int; positions whose target equals it are dropped (as torch's
+        cross_entropy(ignore_index=...)), or None. Combined with mask: kept = mask and
+        target != ignore_index.
 
 Returns:
-    (loss, dlogits): loss the mean over the N rows of logsumexp(logits_n) - logits_n[target_n]
-    in nats (a Python float; 0.0 for N = 0); dlogits (N, V) = (softmax(logits) - onehot) / N,
-    or None with grad=False. A NaN in a row makes that row's loss (so the mean) NaN and leaves
-    the other rows' gradients finite.
+    (loss, dlogits): loss the mean over the K kept rows of logsumexp(logits_n) -
+    logits_n[target_n] in nats (a Python float; 0.0 when K = 0, N = 0 included); dlogits
+    (N, V) = (softmax(logits) - onehot) / K on the kept rows and exactly 0 on the dropped ones
+    (all 0 when K = 0), or None with grad=False. A NaN in a kept row makes that row's loss (so
+    the mean) NaN and leaves the other rows' gradients finite; a dropped row is never read.
 )doc";
 
 const char *kLinearXentDoc = R"doc(The language model's output layer in one call: logits = h wᵀ + b,
@@ -233,13 +322,17 @@ Args:
     h: (N, H) hidden states (T*B positions, one row each).
     w: (V, H) projection weight (nn.Linear's layout); the call's dtype comes from it.
     b: (V,) bias, or None.
-    targets: (N,) integer ids in [0, V).
+    targets: (N,) integer ids in [0, V) at the kept positions (others are not checked).
     grad: compute the gradients too (False: the loss only, no (N, V) gradient pass).
+    mask: (N,) bool array, True keeps a position, or None (all kept).
+    ignore_index: an int target value whose positions are dropped, or None (as
+        softmax_cross_entropy).
 
 Returns:
-    (loss, dh, dw, db): the mean cross-entropy in nats (float); dh (N, H), dw (V, H), db (V,)
-    its gradients (new arrays, not accumulated), or None with grad=False (db also None when b
-    is None). Threaded over rows (logits, softmax, dh) and vocabulary entries (dw, db); the
+    (loss, dh, dw, db): the mean cross-entropy over the K kept positions in nats (float; 0.0
+    when K = 0); dh (N, H), dw (V, H), db (V,) its gradients (new arrays, not accumulated; dh
+    exactly 0 at dropped positions, which add nothing to dw and db; all 0 when K = 0), or None
+    with grad=False (db also None when b is None). Threaded over rows (logits, softmax, dh) and vocabulary entries (dw, db); the
     loss is summed in row order, so it depends on the thread count only through the rounding
     of the logits GEMM.
 )doc";
@@ -283,9 +376,11 @@ void bind_lm(py::module_ &m) {
         py::arg("trans_b") = false,
         "Private: op(a) @ op(b) on rnncore's BLAS, one thread (small products of the model).");
   m.def("softmax_cross_entropy", &softmax_xent_py, py::arg("logits"), py::arg("targets"),
-        py::kw_only(), py::arg("grad") = py::bool_(true), kSoftmaxXentDoc);
+        py::kw_only(), py::arg("grad") = py::bool_(true), py::arg("mask") = py::none(),
+        py::arg("ignore_index") = py::none(), kSoftmaxXentDoc);
   m.def("linear_cross_entropy", &linear_xent_py, py::arg("h"), py::arg("w"), py::arg("b"),
-        py::arg("targets"), py::kw_only(), py::arg("grad") = py::bool_(true), kLinearXentDoc);
+        py::arg("targets"), py::kw_only(), py::arg("grad") = py::bool_(true),
+        py::arg("mask") = py::none(), py::arg("ignore_index") = py::none(), kLinearXentDoc);
   m.def("_sample_loop", &sample_py, py::arg("cell"), py::arg("layers"), py::arg("embedding"),
         py::arg("w_out"), py::arg("b_out"), py::arg("h"), py::arg("c"), py::arg("prime"),
         py::arg("n"), py::arg("temperature"), py::arg("top_k"), py::arg("greedy"),

@@ -90,7 +90,13 @@ void take_lengths(const std::string &fn, py::handle lengths, bool reverse, SeqAr
     return;
   }
   const std::string B = std::to_string(a.B);
-  py::array arr = py::module_::import("numpy").attr("asarray")(lengths);
+  py::object np = py::module_::import("numpy");
+  // An empty list has no values to type it: it is an empty integer array (not float64's).
+  const bool empty_seq =
+      (py::isinstance<py::list>(lengths) || py::isinstance<py::tuple>(lengths)) &&
+      py::len(lengths) == 0;
+  py::array arr = empty_seq ? py::array(np.attr("zeros")(0, np.attr("int64")))
+                            : py::array(np.attr("asarray")(lengths));
   const char kind = arr.dtype().kind();
   if (kind != 'i' && kind != 'u')
     throw py::type_error(fn + ": lengths must be an integer array of shape (" + B +

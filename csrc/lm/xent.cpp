@@ -30,11 +30,16 @@ inline double exp_np(double x) {
 }
 
 template <typename T>
-void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int32_t *y, T scale,
-                  long long N, int V) {
+void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int32_t *y,
+                  const std::uint8_t *keep, T scale, long long N, int V) {
   for (long long n = 0; n < N; ++n) {
     const T *z = logits + static_cast<idx>(n) * V;
     T *d = dlogits ? dlogits + static_cast<idx>(n) * V : nullptr;
+    if (keep && !keep[n]) {  // dropped: neither its logits nor its target are read
+      row_loss[n] = T(0);
+      if (d) std::fill(d, d + V, T(0));
+      continue;
+    }
     T mx = z[0];
     for (int v = 1; v < V; ++v) mx = z[v] > mx ? z[v] : mx;
     const T zy = z[y[n]];  // read before d (which may alias z) is written
@@ -62,15 +67,18 @@ void softmax_xent(T *row_loss, T *dlogits, const T *logits, const std::int32_t *
 
 template <typename T>
 double linear_xent(T *dh, T *dw, T *db, T *logits, T *row_loss, const T *h, const T *w, const T *b,
-                   const std::int32_t *y, int N, int H, int V) {
-  if (N == 0) {
+                   const std::int32_t *y, const std::uint8_t *keep, int N, int H, int V) {
+  long long K = N;
+  if (keep) K = std::count_if(keep, keep + N, [](std::uint8_t k) { return k != 0; });
+  if (K == 0) {
     if (dh) {
+      std::fill(dh, dh + static_cast<idx>(N) * H, T(0));
       std::fill(dw, dw + static_cast<idx>(V) * H, T(0));
       if (db) std::fill(db, db + V, T(0));
     }
     return 0.0;
   }
-  const T scale = T(1) / static_cast<T>(N);
+  const T scale = T(1) / static_cast<T>(K);
   const double flops = 2.0 * N * H * V * (dh ? 3 : 1);
   const int nt = threads_for(flops, std::max(1, N / 8), 2.0e5);
 #pragma omp parallel num_threads(nt)
@@ -85,7 +93,8 @@ double linear_xent(T *dh, T *dw, T *db, T *logits, T *row_loss, const T *h, cons
         for (int n = 0; n < rows; ++n) std::copy(b, b + V, lg + static_cast<idx>(n) * V);
       gemm<T>(false, true, rows, V, H, T(1), h + static_cast<idx>(r.begin) * H, H, w, H,
               b ? T(1) : T(0), lg, V);
-      softmax_xent<T>(row_loss + r.begin, dh ? lg : nullptr, lg, y + r.begin, scale, rows, V);
+      softmax_xent<T>(row_loss + r.begin, dh ? lg : nullptr, lg, y + r.begin,
+                      keep ? keep + r.begin : nullptr, scale, rows, V);
       // dh = dlogits w for the same rows.
       if (dh)
         gemm<T>(false, false, rows, H, V, T(1), lg, V, w, H, T(0),
@@ -109,19 +118,19 @@ double linear_xent(T *dh, T *dw, T *db, T *logits, T *row_loss, const T *h, cons
     }
   }
   double total = 0.0;
-  for (int n = 0; n < N; ++n) total += static_cast<double>(row_loss[n]);
-  return total / N;
+  for (int n = 0; n < N; ++n) total += static_cast<double>(row_loss[n]);  // dropped rows: 0
+  return total / static_cast<double>(K);
 }
 
-template void softmax_xent<float>(float *, float *, const float *, const std::int32_t *, float,
-                                  long long, int);
-template void softmax_xent<double>(double *, double *, const double *, const std::int32_t *, double,
-                                   long long, int);
+template void softmax_xent<float>(float *, float *, const float *, const std::int32_t *,
+                                  const std::uint8_t *, float, long long, int);
+template void softmax_xent<double>(double *, double *, const double *, const std::int32_t *,
+                                   const std::uint8_t *, double, long long, int);
 template double linear_xent<float>(float *, float *, float *, float *, float *, const float *,
-                                   const float *, const float *, const std::int32_t *, int, int,
-                                   int);
+                                   const float *, const float *, const std::int32_t *,
+                                   const std::uint8_t *, int, int, int);
 template double linear_xent<double>(double *, double *, double *, double *, double *,
                                     const double *, const double *, const double *,
-                                    const std::int32_t *, int, int, int);
+                                    const std::int32_t *, const std::uint8_t *, int, int, int);
 
 }  // namespace rnncore

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import reference
+from . import diagnostics, reference
 from ._core import (
     GRUCache,
     LSTMCache,
@@ -27,11 +27,17 @@ from ._core import (
 )
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .data import Corpus, DataError, Vocabulary, load_corpus, make_batch_iterators
+from .diagnostics import StateGradients, decay_per_step, state_gradients
 from .layers import GRU, LSTM, RNN
 from .model import CharRNN
+from .modules import Embedding, Linear
+from .onnx_io import export_onnx, import_onnx  # onnx itself is imported only when called
+from .optim import SGD, Adam, clip_grad_norm
+from .params import ParamGroup, load_params, save_params
 from .reporting import ConsoleReporter, FitResult, Reporter
 from .sample import generate, sample_stream
 from .train import StepInfo, TrainConfig, Trainer, TrainingDiverged
+from .weights import load_weights, save_weights
 
 try:
     __version__ = version("rnncore")
@@ -42,17 +48,23 @@ __all__ = [
     "GRU",
     "LSTM",
     "RNN",
+    "SGD",
+    "Adam",
     "CharRNN",
     "Checkpoint",
     "CheckpointError",
     "ConsoleReporter",
     "Corpus",
     "DataError",
+    "Embedding",
     "FitResult",
     "GRUCache",
     "LSTMCache",
+    "Linear",
+    "ParamGroup",
     "RNNCache",
     "Reporter",
+    "StateGradients",
     "StepInfo",
     "TrainConfig",
     "Trainer",
@@ -60,13 +72,20 @@ __all__ = [
     "Vocabulary",
     "__version__",
     "blas_info",
+    "clip_grad_norm",
+    "decay_per_step",
+    "diagnostics",
+    "export_onnx",
     "generate",
     "get_num_threads",
     "gru_backward",
     "gru_forward",
+    "import_onnx",
     "linear_cross_entropy",
     "load_checkpoint",
     "load_corpus",
+    "load_params",
+    "load_weights",
     "lstm_backward",
     "lstm_forward",
     "make_batch_iterators",
@@ -75,6 +94,9 @@ __all__ = [
     "rnn_forward",
     "sample_stream",
     "save_checkpoint",
+    "save_params",
+    "save_weights",
     "set_num_threads",
     "softmax_cross_entropy",
+    "state_gradients",
 ]

@@ -131,10 +131,18 @@ def _set_pointwise_path(name: Literal["portable", "avx2", "avx512"]) -> None: ..
 def _pointwise_path() -> str: ...
 def _activation(name: Literal["tanh", "sigmoid"], x: npt.ArrayLike) -> _Array: ...
 def softmax_cross_entropy(
-    logits: _ArrayLike, targets: npt.ArrayLike, *, grad: bool = True
+    logits: _ArrayLike,
+    targets: npt.ArrayLike,
+    *,
+    grad: bool = True,
+    mask: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[float, _Array | None]:
-    """Fused softmax + cross-entropy: logits (N,V), targets (N,) ids -> mean loss (nats),
-    dlogits (N,V) = (softmax - onehot) / N, or None with grad=False."""
+    """Fused softmax + cross-entropy: logits (N,V), targets (N,) ids -> mean loss (nats) over
+    the K kept positions, dlogits (N,V) = (softmax - onehot) / K there and 0 elsewhere, or None
+    with grad=False. mask (N,) bool (True keeps) and ignore_index (drop targets equal to it)
+    choose the kept positions; dropped targets are not range-checked; K = 0 gives 0.0 and a
+    zero gradient."""
 
 def linear_cross_entropy(
     h: _ArrayLike,
@@ -143,9 +151,13 @@ def linear_cross_entropy(
     targets: npt.ArrayLike,
     *,
     grad: bool = True,
+    mask: npt.ArrayLike | None = None,
+    ignore_index: int | None = None,
 ) -> tuple[float, _Array | None, _Array | None, _Array | None]:
     """logits = h wᵀ + b with h (N,H), w (V,H), b (V,) | None; softmax cross-entropy against
-    targets (N,) -> mean loss, dh (N,H), dw (V,H), db (V,) | None (None with grad=False)."""
+    targets (N,) -> mean loss over the kept positions, dh (N,H) (0 at dropped positions),
+    dw (V,H), db (V,) | None (None with grad=False); mask, ignore_index as
+    softmax_cross_entropy."""
 
 def _sample_loop(
     cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"],

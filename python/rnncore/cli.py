@@ -3,6 +3,7 @@
     rnncore train                         # an LSTM 2x128 on the shipped tiny-shakespeare
     rnncore train input.txt --cell gru --max-epochs 10 --checkpoint gru.npz
     rnncore sample checkpoint.npz --prime "ROMEO:" --length 500 --temperature 0.8
+    rnncore export checkpoint.npz model.onnx     # needs pip install 'rnncore[onnx]'
 
 Bad flags or files print one clear line and exit with status 2; Ctrl-C during training saves a
 checkpoint and exits with status 130.
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Any
 
-from . import distributed, get_num_threads, set_num_threads
+from . import distributed, get_num_threads, onnx_io, set_num_threads
 from .checkpoint import load_checkpoint
 from .data import ENCODINGS, DataError, load_corpus
 from .model import CELLS
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnncore", description="Train character-level language models and sample from them."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,export}")
 
     t = sub.add_parser(
         "train",
@@ -255,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(s, "--seed", type=_nonneg_int, help="default: fresh entropy")
     _option(s, "--threads", type=_positive_int, default=1)
+
+    e = sub.add_parser(
+        "export",
+        help="write a checkpoint's model as an ONNX file",
+        description="Write the model of a checkpoint as ONNX (token ids and initial states in, "
+        "logits and final states out; docs/interop.md). Needs pip install 'rnncore[onnx]'.",
+    )
+    e.add_argument("checkpoint", metavar="CHECKPOINT", help="a file saved by rnncore train")
+    e.add_argument("output", metavar="OUT.onnx", help="the ONNX file to write")
+    _option(e, "--opset", type=_int_at_least(14), help="ai.onnx opset (default: 14)")
+    from . import gradients_report, inspection  # their options and bodies live there
+
+    gradients_report.add_parser(sub)  # rnncore gradients
+    inspection.add_parser(sub)  # rnncore inspect
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 
@@ -369,8 +385,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # exits with status 2 on a bad flag
     out = sys.stdout
     try:
+        if hasattr(args, "run"):  # a subcommand whose body lives in its own module
+            return args.run(args, out)
         if args.command == "train":
             return _train(args, out)
+        if args.command == "export":
+            try:
+                written = onnx_io.export_checkpoint(args.checkpoint, args.output, opset=args.opset)
+                print(f"rnncore export: wrote {written}", file=out)
+            except (ImportError, ValueError, OSError) as e:  # CheckpointError included
+                raise UsageError(str(e)) from None
+            return 0
         return _sample(args, out)
     except UsageError as e:
         sys.stdout.flush()

@@ -13,16 +13,27 @@ Shape legend
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["ParamGroup", "check_keys", "load_arrays"]
+__all__ = ["Module", "ParamGroup", "check_keys", "load_arrays", "load_params", "save_params"]
 
 Array = np.ndarray
 _ALIGN_BYTES = 64  # a cache line, and an AVX-512 vector: every view starts on one
+
+
+class Module(Protocol):
+    """What ParamGroup.of needs of a module: rnncore.Linear, Embedding, RNN, LSTM, GRU."""
+
+    def parameters(self) -> dict[str, Array]: ...
+    def use_buffers(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None: ...
 
 
 def check_keys(where: str, expected: tuple[str, ...], given: Mapping[str, Any]) -> None:
@@ -130,6 +141,58 @@ class ParamGroup:
             self.grads[name] = self.grad[off : off + a.size].reshape(a.shape)
             self.params[name][...] = a
 
+    @classmethod
+    def of(cls, modules: Mapping[str, Module], *, dtype: npt.DTypeLike | None = None) -> ParamGroup:
+        """One group holding every parameter of several modules, which then compute with it.
+
+        The parameters are named ``"<module name>.<parameter name>"`` (e.g. "enc.weight_ih_l0",
+        "head.weight"), in the order of `modules` then of each module's parameters(); each
+        module is bound to its views (``module.use_buffers(*group.views(name + "."))``), so
+        backward adds into ``group.grad`` and an optimizer step or clipping on the group
+        (``Adam(group, lr=...)``, ``clip_grad_norm(group, max_norm)``) updates every module.
+        Call ``group.zero_grad()`` before each backward; ``save_params`` / ``load_params``
+        write and read the whole group as one .npz.
+
+        Args:
+            modules: name -> module (anything with parameters() and use_buffers(), e.g.
+                rnncore.Linear, Embedding, RNN, LSTM, GRU). Names are non-empty and have no
+                '.'; a module appears once.
+            dtype: as ParamGroup (None: the modules' common dtype).
+
+        Raises:
+            TypeError: modules is not a dict, or a value is not a module; mixed dtypes.
+            ValueError: no modules, a bad or repeated name, the same module twice.
+        """
+        where = "ParamGroup.of"
+        if not isinstance(modules, Mapping):
+            raise TypeError(
+                f"{where}: modules must be a dict of name -> module, got {type(modules).__name__}"
+            )
+        if not modules:
+            raise ValueError(f"{where}: modules must not be empty")
+        init: dict[str, Array] = {}
+        seen: dict[int, str] = {}
+        for name, m in modules.items():
+            if not isinstance(name, str) or not name or "." in name:
+                raise ValueError(
+                    f"{where}: module names must be non-empty, without '.', got {name!r}"
+                )
+            if not (hasattr(m, "parameters") and hasattr(m, "use_buffers")):
+                raise TypeError(
+                    f"{where}: modules[{name!r}] must have parameters() and use_buffers(), "
+                    f"got {type(m).__name__}"
+                )
+            if id(m) in seen:
+                raise ValueError(
+                    f"{where}: modules[{name!r}] is the same object as {seen[id(m)]!r}"
+                )
+            seen[id(m)] = name
+            init |= {f"{name}.{k}": v for k, v in m.parameters().items()}
+        group = cls(init, dtype=dtype)
+        for name, m in modules.items():
+            m.use_buffers(*group.views(name + "."))
+        return group
+
     def _aligned_zeros(self, n: int) -> Array:
         """(n,) zeros of the group's dtype starting on a 64-byte boundary."""
         extra = _ALIGN_BYTES // self.dtype.itemsize
@@ -169,3 +232,62 @@ class ParamGroup:
 
     def __repr__(self) -> str:
         return f"ParamGroup({len(self.names)} arrays, {self.size} parameters, {self.dtype})"
+
+
+def save_params(path: str | os.PathLike[str], group: ParamGroup) -> Path:
+    """Write every parameter of `group` to one .npz at `path` (exactly that name), by name.
+
+    Atomic: written to a temporary file beside `path`, fsynced and renamed over it; on any
+    failure the temporary file is removed and an existing file at `path` is left as it was.
+    ``np.load(path)`` reads it without rnncore.
+
+    Returns:
+        the path written.
+
+    Raises:
+        TypeError: group is not a ParamGroup. OSError: the folder cannot be written.
+    """
+    if not isinstance(group, ParamGroup):
+        raise TypeError(f"save_params: group must be a ParamGroup, got {type(group).__name__}")
+    dest = Path(os.fspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **group.params)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def load_params(path: str | os.PathLike[str], group: ParamGroup) -> None:
+    """Copy the arrays of the .npz at `path` (from save_params) into `group`, in place.
+
+    Every parameter name must be in the file with its exact shape and no other name may be;
+    floating values of the other precision are rounded. Nothing is changed unless the whole
+    file is valid (the modules bound to the group see the new values at once).
+
+    Raises:
+        TypeError: group is not a ParamGroup, or an array is not floating-point.
+        ValueError: names missing from or unexpected in the file (all listed), a wrong shape
+            (the name is given), or a file that is not a .npz.
+        OSError: the file cannot be read.
+    """
+    if not isinstance(group, ParamGroup):
+        raise TypeError(f"load_params: group must be a ParamGroup, got {type(group).__name__}")
+    src = Path(os.fspath(path))
+    try:
+        z = np.load(src, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError) as e:
+        raise ValueError(f"load_params: cannot read {src} as a .npz: {e}") from e
+    if not isinstance(z, Mapping):
+        raise ValueError(f"load_params: {src} holds one array (.npy), not a .npz of named arrays")
+    with z:
+        arrays = {k: z[k] for k in z.files}
+    load_arrays(f"load_params({src})", group.params, arrays)

@@ -12,6 +12,7 @@ __all__ = [
     "copy_as",
     "flip_within_lengths",
     "or_zeros",
+    "ran_only",
     "sigmoid",
     "valid_steps",
 ]
@@ -59,6 +60,8 @@ def check_lengths(lengths: object, T: int, B: int) -> Array:
     """
     if lengths is None:
         return np.full(B, T, np.int64)  # (B,)
+    if isinstance(lengths, list | tuple) and len(lengths) == 0:
+        lengths = np.zeros(0, np.int64)  # an empty list has no values to type it
     a = np.asarray(lengths)
     if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
         raise TypeError(f"lengths must be an integer array of shape ({B},), got dtype {a.dtype}")
@@ -77,6 +80,17 @@ def check_reverse(reverse: object) -> bool:
     if not isinstance(reverse, bool | np.bool_):
         raise TypeError(f"reverse must be a bool, got {reverse!r} ({type(reverse).__name__})")
     return bool(reverse)
+
+
+def ran_only(ran: Array, *arrays: Array) -> tuple[Array, ...]:
+    """The arrays of one step with the rows that did not run it set to 0.
+
+    ran: (B, 1) bool, the rows whose step ran; arrays: (B, ·) each. A row past its length
+    holds whatever it carried (a NaN initial state of a length-0 row, say): zeroing it keeps
+    it out of the weight gradients' sums, as the kernels skip such rows. With every row
+    valid the values are unchanged (bitwise).
+    """
+    return tuple(np.where(ran, a, 0) for a in arrays)
 
 
 def valid_steps(lengths: Array, T: int) -> Array:

@@ -17,6 +17,7 @@ from .common import (
     copy_as,
     flip_within_lengths,
     or_zeros,
+    ran_only,
     sigmoid,
     valid_steps,
 )
@@ -182,9 +183,9 @@ def gru_backward(
     db_i = np.zeros(3 * H, dtype)  # (3H,)
     db_h = np.zeros(3 * H, dtype)  # (3H,)
     for t in reversed(range(T)):
-        r, z, n, gh_n = cache.r[t], cache.z[t], cache.n[t], cache.gh_n[t]
-        h = hs[t]  # (B, H) state entering the step
         ran = valid[t][:, None]  # (B, 1) rows whose step t ran
+        # (B, H) each, 0 in the rows that did not run step t; h is the state entering the step
+        r, z, n, gh_n, h = ran_only(ran, cache.r[t], cache.z[t], cache.n[t], cache.gh_n[t], hs[t])
         dh = dh + dy[t]  # (B, H) total dL/dh'
         dh_ran = np.where(ran, dh, 0)  # (B, H) only rows that ran step t backpropagate through it
         # h' = (1 - z) * n + z * h

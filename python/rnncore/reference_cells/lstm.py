@@ -17,6 +17,7 @@ from .common import (
     copy_as,
     flip_within_lengths,
     or_zeros,
+    ran_only,
     sigmoid,
     valid_steps,
 )
@@ -179,8 +180,11 @@ def lstm_backward(
     dw_hh = np.zeros_like(w_hh)  # (4H, H)
     db = np.zeros(4 * H, dtype)  # (4H,) gradient of either bias
     for t in reversed(range(T)):
-        i, f, g, o, tanh_c = cache.i[t], cache.f[t], cache.g[t], cache.o[t], cache.tanh_c[t]
         ran = valid[t][:, None]  # (B, 1) rows whose step t ran
+        # (B, H) each, 0 in the rows that did not run step t
+        i, f, g, o, tanh_c, c_prev, h_prev = ran_only(
+            ran, cache.i[t], cache.f[t], cache.g[t], cache.o[t], cache.tanh_c[t], cs[t], hs[t]
+        )
         dh = dh + dy[t]  # (B, H) total dL/dh_t
         # only rows that ran step t backpropagate through it; the others carry dh, dc past it
         dh_ran = np.where(ran, dh, 0)  # (B, H)
@@ -190,7 +194,7 @@ def lstm_backward(
         dc_ran = dc_ran + dh_ran * o * (1 - tanh_c * tanh_c)  # (B, H) total dL/dc_t
         # c_t = f * c_{t-1} + i * g
         di = dc_ran * g  # (B, H)
-        df = dc_ran * cs[t]  # (B, H)
+        df = dc_ran * c_prev  # (B, H)
         dg = dc_ran * i  # (B, H)
         # through the gate nonlinearities: sigmoid' = s (1 - s), tanh' = 1 - tanh^2
         da = np.concatenate(
@@ -198,7 +202,7 @@ def lstm_backward(
         )  # (B, 4H) dL/d(gate pre-activations)
         dx[t] = da @ w_ih  # (B, D)
         dw_ih += da.T @ x[t]  # (4H, D)
-        dw_hh += da.T @ hs[t]  # (4H, H)
+        dw_hh += da.T @ h_prev  # (4H, H)
         db += da.sum(axis=0)  # (4H,)
         dh = np.where(ran, da @ w_hh, dh)  # (B, H) dL/dh_{t-1}
         dc = np.where(ran, dc_ran * f, dc)  # (B, H) dL/dc_{t-1}

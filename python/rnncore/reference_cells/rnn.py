@@ -18,6 +18,7 @@ from .common import (
     copy_as,
     flip_within_lengths,
     or_zeros,
+    ran_only,
     valid_steps,
 )
 
@@ -158,14 +159,14 @@ def rnn_backward(
         ran = valid[t][:, None]  # (B, 1) rows whose step t ran
         dh = dh + dy[t]  # (B, H) total dL/dh leaving step t
         dh_ran = np.where(ran, dh, 0)  # (B, H) only rows that ran step t backpropagate through it
-        h = hs[t + 1]  # (B, H)
+        h, h_prev = ran_only(ran, hs[t + 1], hs[t])  # (B, H) each, 0 in rows that did not run
         if cache.nonlinearity == "tanh":
             da = dh_ran * (1 - h * h)  # (B, H) dL/da, tanh' = 1 - tanh^2
         else:
             da = dh_ran * (h > 0)  # (B, H) dL/da, relu' = 1 where a > 0 (i.e. h > 0), else 0
         dx[t] = da @ w_ih  # (B, D)
         dw_ih += da.T @ x[t]  # (H, D)
-        dw_hh += da.T @ hs[t]  # (H, H)
+        dw_hh += da.T @ h_prev  # (H, H)
         db += da.sum(axis=0)  # (H,)
         dh = np.where(ran, da @ w_hh, dh)  # (B, H) dL/dh entering step t; others pass it on
 

@@ -15,7 +15,8 @@ rnncore.set_num_threads both set to --threads, and OMP_NUM_THREADS), kept for th
 Rounds alternate between the two workers, the first of each round rotating; a round is
 --settle seconds of untimed steps (the other worker's idle OpenMP threads stop spinning)
 then --steps timed steps, and its figure is the median step. The table reports the median
-step time over rounds and the median of the per-round ratios torch.nn / rnncore.torch.
+step time over rounds, the median of the per-round ratios torch.nn / rnncore.torch (and their
+range), and the 1-minute load average when the cell's rounds ended.
 """
 
 from __future__ import annotations
@@ -189,13 +190,17 @@ def main() -> None:
         f"float32, {args.threads} threads (torch.set_num_threads, rnncore.set_num_threads); "
         f"{args.rounds} rounds x {args.steps} steps, each implementation in its own process\n"
     )
-    results = run(cells, args.threads, args.rounds, args.steps, args.settle, args.size)
-    print("| cell | torch.nn ms | rnncore.torch ms | × torch.nn (median; min-max) | target |")
-    print("| --- | --- | --- | --- | --- |")
-    for cell, (tn, rc, ratio, lo, hi) in results.items():
+    print(
+        "| cell | torch.nn ms | rnncore.torch ms | × torch.nn (median; min-max) | target | load |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    for cell in cells:  # each row as soon as it is measured
+        tn, rc, ratio, lo, hi = run([cell], args.threads, args.rounds, args.steps, args.settle,
+                                    args.size)[cell]  # fmt: skip
         print(
             f"| {cell} | {tn * 1e3:.2f} | {rc * 1e3:.2f} | **{ratio:.2f}** ({lo:.2f}-{hi:.2f}) | "
-            f"≥ {TARGETS[cell]:.1f} |"
+            f"≥ {TARGETS[cell]:.1f} | {os.getloadavg()[0]:.1f} |",
+            flush=True,
         )
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
 

@@ -5,8 +5,8 @@ English characters; its final state starts the decoder (a GRU over the previous 
 character, a linear layer and the softmax predict the next one, up to the end token). Training
 uses teacher forcing; both sides are padded batches of mixed lengths run through lengths=
 (the encoder's final state is each sentence's own, the loss covers the kept steps only).
-The bidirectional encoder's two final states (forward after the last character, reverse
-after the first) are concatenated and mapped to the decoder's H by a Linear and tanh.
+The bidirectional encoder has H/2 units per direction; its two final states (forward after
+the last character, reverse after the first) are concatenated into the decoder's H.
 Exact match on numbers held out from training, greedy decoding.
 
     python examples/translate_numbers.py
@@ -41,13 +41,13 @@ class Translator:
     def __init__(self, v_src: int, v_tgt: int, hidden: int, bidirectional: bool, seed: int):
         self.bidirectional = bidirectional
         self.emb = rnncore.Embedding(v_src, 32, seed=seed)
-        self.enc = rnncore.GRU(32, hidden, bidirectional=bidirectional, seed=seed + 1)
+        # Bidirectional: H/2 units per direction, so that the two final states concatenated
+        # are the decoder's H.
+        h_enc = hidden // 2 if bidirectional else hidden
+        self.enc = rnncore.GRU(32, h_enc, bidirectional=bidirectional, seed=seed + 1)
         self.dec = rnncore.GRU(v_tgt, hidden, seed=seed + 2)
         self.out = rnncore.Linear(hidden, v_tgt, seed=seed + 3)
         modules = {"emb": self.emb, "enc": self.enc, "dec": self.dec, "out": self.out}
-        if bidirectional:
-            self.bridge = rnncore.Linear(2 * hidden, hidden, seed=seed + 4)
-            modules["bridge"] = self.bridge
         self.group = ParamGroup.of(modules)
 
     def encode(self, src, src_len, training: bool = True) -> np.ndarray:
@@ -55,18 +55,14 @@ class Translator:
         _, h = self.enc.forward(self.emb.forward(src), lengths=src_len, training=training)
         if not self.bidirectional:
             return h  # (1, B, H)
-        self._hcat = np.concatenate([h[0], h[1]], axis=1)  # (B, 2H): forward, reverse
-        self._h0 = np.tanh(self.bridge.forward(self._hcat))[None]
-        return self._h0
+        return np.concatenate([h[0], h[1]], axis=1)[None]  # (1, B, H): forward, reverse
 
     def backward_encoder(self, dh0: np.ndarray) -> None:
+        """Backpropagate dL/dh0 (1, B, H) through the encoder and the embedding."""
         if self.bidirectional:
-            H = dh0.shape[-1]
-            dcat = self.bridge.backward((dh0[0] * (1 - self._h0[0] ** 2)).astype(np.float32))
-            dh = np.stack([dcat[:, :H], dcat[:, H:]])  # (2, B, H)
-        else:
-            dh = dh0
-        dx, _ = self.enc.backward(None, np.ascontiguousarray(dh))
+            half = dh0.shape[-1] // 2
+            dh0 = np.stack([dh0[0, :, :half], dh0[0, :, half:]])  # (2, B, H/2)
+        dx, _ = self.enc.backward(None, np.ascontiguousarray(dh0))
         self.emb.backward(dx)
 
     def train_step(self, src, src_len, inp, tgt, tgt_len) -> float:
@@ -141,7 +137,7 @@ def run(bidirectional: bool, args, data) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> dict[str, tuple[float, float, float]]:
     """Train both encoders; return {"unidirectional"|"bidirectional": (train, held out, s)}."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--hidden", type=int, default=128, help="the decoder's H (even)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--lr", type=float, default=5e-3)

@@ -77,11 +77,14 @@ def test_number_names_learns(example):
 
 def test_translate_numbers_learns(example):
     res = example("translate_numbers").main(
-        ["--steps", "400", "--hidden", "64", "--lr", "1e-2", "--encoders", "uni"]
+        ["--steps", "600", "--hidden", "64", "--lr", "1e-2", "--encoders", "uni,bi"]
     )
-    train, held_out, _ = res["unidirectional"]
-    assert held_out >= 0.05  # as above: a constant answer matches at most 1 of 100 (measured 18%)
-    assert train >= 0.05
+    for encoder in ("unidirectional", "bidirectional"):
+        train, held_out, _ = res[encoder]
+        # As above, a constant answer matches at most 1 of the 100 held-out numbers (this run
+        # measured 34% unidirectional, 21% bidirectional, held out).
+        assert held_out >= 0.1, encoder
+        assert train >= 0.1, encoder
 
 
 def test_speaker_tagging_bidirectional_beats_unidirectional(example):

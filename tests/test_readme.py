@@ -15,8 +15,12 @@ def test_readme_python_example_runs(tmp_path):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README.md has no python example"
     for block in blocks:
-        # The ONNX example needs the onnx extra, which the sanitizer environment leaves out.
-        if "import onnxruntime" in block and importlib.util.find_spec("onnxruntime") is None:
+        # The ONNX and PyTorch examples need onnxruntime and torch, which the sanitizer
+        # environment leaves out.
+        if any(
+            f"import {module}" in block and importlib.util.find_spec(module) is None
+            for module in ("onnxruntime", "torch")
+        ):
             continue
         script = tmp_path / "example.py"
         script.write_text(block)

@@ -9,8 +9,11 @@ rounding ~1e-10): atol 1e-7, rtol 1e-5 leave room for neither to pass a wrong gr
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,3 +404,40 @@ def test_bad_forward_input():
         m(packed, lengths=[5, 3])
     with pytest.raises(ValueError, match=r"LSTM.forward: lengths needs a batched input"):
         m(x[:, 0], lengths=[5])
+    with pytest.raises(TypeError, match=r"LSTM.forward: the module's parameters are torch.float16"):
+        m.half()(x.half())
+
+
+# --- docs/interop.md --------------------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "interop.md"
+
+
+def test_docs_examples_run(tmp_path):
+    """The Python examples of docs/interop.md's PyTorch and safetensors sections run (one
+    script, one torch import) and print what their comments say."""
+    sections = ["PyTorch"]
+    if importlib.util.find_spec("safetensors") is not None:
+        sections.append("safetensors")
+    text = DOCS.read_text()
+    blocks = []
+    for section in sections:
+        start = text.index(f"\n## {section}\n")
+        end = text.find("\n## ", start + 1)
+        found = re.findall(r"```python\n(.*?)```", text[start : end if end > 0 else None], re.S)
+        assert found, f"docs/interop.md's {section} section has no python example"
+        blocks += found
+    script = tmp_path / "examples.py"
+    script.write_text("\n".join(blocks))
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    expected = [
+        m.group(1).strip() for b in blocks for m in re.finditer(r"print\(.*\)\s+# (.+)$", b, re.M)
+    ]
+    assert len(expected) >= len(blocks), "each example states what it prints"
+    lines = out.stdout.splitlines()
+    assert len(lines) == len(expected) and all(
+        e in line for e, line in zip(expected, lines, strict=True)
+    )

@@ -274,6 +274,11 @@ class RNNBase(torch.nn.Module):
     def _check_tensor(self, where: str, name: str, t: Any) -> Tensor:
         """t, a CPU tensor of the module's dtype, or a TypeError / ValueError naming it."""
         dtype = self.weight_hh_l0.dtype
+        if dtype not in _DTYPES:  # e.g. after module.half()
+            raise TypeError(
+                f"{where}: the module's parameters are {dtype}; rnncore's kernels take "
+                "torch.float32 or torch.float64"
+            )
         if not isinstance(t, Tensor):
             raise TypeError(f"{where}: {name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dtype != dtype:

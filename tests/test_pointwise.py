@@ -142,3 +142,26 @@ def test_float64_ignores_the_pointwise_path(rng, path):
         got = run(cell, args, upstream)
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_sampler_lstm_step_follows_the_model(path):
+    """The sampler's LSTM step (batch 1, PyTorch's gate order) on each path: its greedy picks
+    are the argmax of the model's own logits up to a near tie (1e-4, as tests/test_sample.py
+    argues for float32). H = 40: two full vectors of 16 and a masked tail of 8."""
+    from conftest import TEXT
+    from rnncore.data import Corpus
+    from rnncore.model import CharRNN
+    from rnncore.sample import generate
+
+    vocab = Corpus.from_text(TEXT).vocab
+    model = CharRNN(len(vocab), cell="lstm", hidden_size=40, embedding_size=6, seed=3)
+    with pointwise_path(path):
+        ids = vocab.encode(generate(model, vocab, prime="fox", length=30, greedy=True))
+        p, state = model.params.params, None
+        for t in range(len(ids) - 1):
+            x = p["embedding.weight"][ids[t : t + 1]][:, None, :]
+            out, state = model.rnn.forward(x, state, training=False)
+            logits = (out[0, 0] @ p["decoder.weight"].T + p["decoder.bias"]).astype(np.float64)
+            if t >= 2:  # after the prime
+                assert logits[ids[t + 1]] >= logits.max() - 1e-4, (t, logits.max())

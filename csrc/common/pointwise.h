@@ -59,6 +59,9 @@ struct PointwiseKernels {
   void (*gru_rb_forward_n)(float *gi, const float *gh, const float *h_prev, float *h,
                            const float *b_ih, const float *b_hh, std::ptrdiff_t ci,
                            std::ptrdiff_t chn, int j0, int w, int B, int H);
+  // LSTM step of the sampler (batch 1, PyTorch's gate order): the pre-activations are
+  // x + gh, both (4H) as i, f, g, o blocks of H; c and h (H) are updated in place.
+  void (*lstm_step_row)(float *h, float *c, const float *x, const float *gh, int H);
   // RNN: h = tanh(h + bias) in place over columns [j0, j1) of B rows of width H.
   void (*rnn_tanh)(float *h, const float *bias, int B, int H, int j0, int j1);
   // y = tanh(x) or sigmoid(x), n elements (tests and probes).

@@ -239,6 +239,24 @@ void gru_rb_forward_n(float *gi, const float *gh, const float *h_prev, float *h,
     gru_rb_forward_n_rows<false>(gi, gh, h_prev, h, b_ih, b_hh, ci, chn, j0, w, B, H);
 }
 
+void lstm_step_row(float *h, float *c, const float *x, const float *gh, int H) {
+  for (int j = 0; j < H; j += 16) {
+    const int w = H - j < 16 ? H - j : 16;
+    auto pre = [&](int gate) {
+      const idx o = static_cast<idx>(gate) * H + j;
+      return w == 16 ? add(load(x + o), load(gh + o)) : add(load_n(x + o, w), load_n(gh + o, w));
+    };
+    const V i = sigmoid_v(pre(0)), f = sigmoid_v(pre(1)), g = tanh_v(pre(2)), o = sigmoid_v(pre(3));
+    const V ct = fmadd(f, w == 16 ? load(c + j) : load_n(c + j, w), mul(i, g));
+    const V ht = mul(o, tanh_v(ct));
+    if (w == 16) {
+      store(c + j, ct), store(h + j, ht);
+    } else {
+      store_n(c + j, ct, w), store_n(h + j, ht, w);
+    }
+  }
+}
+
 void rnn_tanh(float *h, const float *bias, int B, int H, int j0, int j1) {
   for (int b = 0; b < B; ++b) {
     float *row = h + static_cast<idx>(b) * H;
@@ -264,6 +282,6 @@ void sigmoid_array(float *y, const float *x, idx n) {
 }
 
 // The table a unit exports.
-constexpr PointwiseKernels kKernels = {&lstm_forward, &lstm_backward,     &gru_forward,
-                                       &gru_backward, &gru_rb_forward_rz, &gru_rb_forward_n,
-                                       &rnn_tanh,     &tanh_array,        &sigmoid_array};
+constexpr PointwiseKernels kKernels = {
+    &lstm_forward,     &lstm_backward, &gru_forward, &gru_backward, &gru_rb_forward_rz,
+    &gru_rb_forward_n, &lstm_step_row, &rnn_tanh,    &tanh_array,   &sigmoid_array};

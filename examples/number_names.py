@@ -63,9 +63,8 @@ class Captioner:
         y, _ = self.gru.forward(inp, h0, lengths=lengths)  # (T, B, H), token ids in
         mask = np.arange(len(inp))[:, None] < lengths[None, :]  # (T, B) kept steps
         H = y.shape[-1]
-        w, b = self.out.parameters()["weight"], self.out.parameters()["bias"]
         loss, dh, dw, db = rnncore.linear_cross_entropy(
-            y.reshape(-1, H), w, b, tgt.reshape(-1), mask=mask.reshape(-1)
+            y.reshape(-1, H), self.out.weight, self.out.bias, tgt.reshape(-1), mask=mask.reshape(-1)
         )
         self.out.grads["weight"][...] += dw
         self.out.grads["bias"][...] += db

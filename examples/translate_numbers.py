@@ -70,11 +70,10 @@ class Translator:
         h0 = self.encode(src, src_len)
         y, _ = self.dec.forward(inp, h0, lengths=tgt_len)  # (T, B, H)
         mask = np.arange(len(inp))[:, None] < tgt_len[None, :]  # (T, B)
-        p = self.out.parameters()
         loss, dh, dw, db = rnncore.linear_cross_entropy(
             y.reshape(-1, y.shape[-1]),
-            p["weight"],
-            p["bias"],
+            self.out.weight,
+            self.out.bias,
             tgt.reshape(-1),
             mask=mask.reshape(-1),
         )

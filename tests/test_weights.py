@@ -66,6 +66,21 @@ def test_lower_precision_file_is_rounded(tmp_path):
         np.testing.assert_array_equal(a.state_dict()[k], v.astype(np.float32))
 
 
+def test_bfloat16_file_loads_with_ml_dtypes(tmp_path):
+    """A torch BF16 state_dict loads into a float32 layer once ml_dtypes is imported: each value
+    the BF16 one exactly (BF16 is float32 with the low 16 bits cut)."""
+    torch = torch_or_skip()
+    pytest.importorskip("ml_dtypes", reason="NumPy holds BF16 only through ml_dtypes")
+    import safetensors.torch as stt
+
+    ref = torch.nn.LSTM(3, 4, dtype=torch.bfloat16)
+    stt.save_file(ref.state_dict(), str(tmp_path / "bf16.safetensors"))
+    layer = LSTM(3, 4, seed=0)
+    rnncore.load_weights(layer, tmp_path / "bf16.safetensors")
+    for k, v in ref.state_dict().items():
+        np.testing.assert_array_equal(layer.state_dict()[k], v.float().numpy())
+
+
 def test_torch_reads_and_writes_the_same_files(tmp_path):
     """rnncore -> safetensors.torch.load_file -> torch.nn.LSTM gives rnncore's outputs, and a
     torch module's safetensors.torch.save_file loads into rnncore.LSTM (float64, so that the

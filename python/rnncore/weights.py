@@ -84,7 +84,9 @@ def load_weights(model: RNN | LSTM | GRU | CharRNN, path: str | os.PathLike[str]
     The file must hold exactly the model's parameters (the names save_weights writes, which
     are also the state_dict keys of the equivalent torch.nn module), each with its exact
     shape; floating-point tensors of another precision (F16, F32, F64) are rounded to the
-    model's dtype. Nothing is changed unless the whole file fits (model.load_state_dict).
+    model's dtype. BF16 tensors load where NumPy can hold them, i.e. once the ml_dtypes package
+    is imported (onnx imports it): widened exactly to float32, then rounded to the model's
+    dtype. Nothing is changed unless the whole file fits (model.load_state_dict).
 
     Args:
         model: an rnncore.RNN, LSTM, GRU or CharRNN of the file's configuration.
@@ -92,7 +94,8 @@ def load_weights(model: RNN | LSTM | GRU | CharRNN, path: str | os.PathLike[str]
 
     Raises:
         TypeError: model is not one of the four classes, or a tensor is not floating-point.
-        ValueError: the file is not a safetensors file NumPy can read (e.g. BF16 tensors),
+        ValueError: the file is not a safetensors file NumPy can read (e.g. BF16 tensors
+            without ml_dtypes),
             names are missing or unexpected (all are listed), or a tensor has the wrong shape
             (the message names it).
         FileNotFoundError: no such file.
@@ -109,8 +112,12 @@ def load_weights(model: RNN | LSTM | GRU | CharRNN, path: str | os.PathLike[str]
     except Exception as e:  # safetensors' own error type, or NumPy's for an unknown dtype
         raise ValueError(
             f"{where}: {path!r} is not a safetensors file of NumPy-readable tensors "
-            f"(F16/F32/F64): {type(e).__name__}: {e}"
+            f"(F16/F32/F64; BF16 needs ml_dtypes imported): {type(e).__name__}: {e}"
         ) from e
+    # ml_dtypes' bfloat16 is no np.floating: widen it (exactly) so that the load rounds it.
+    tensors = {
+        k: v.astype(np.float32) if v.dtype.name == "bfloat16" else v for k, v in tensors.items()
+    }
     name = "CharRNN" if isinstance(model, CharRNN) else type(model).__name__
     try:
         model.load_state_dict(tensors)

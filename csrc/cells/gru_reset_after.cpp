@@ -9,9 +9,13 @@
 //
 // Threading: one OpenMP region around the time loop; thread p owns hidden units [j0, j1)
 // (16-aligned) and the gate columns of those units: one GEMM and one barrier per step.
+//
+// float32 runs the pointwise passes on the ISA path chosen at run time (common/pointwise.h);
+// forward_block and backward_block are the portable path and float64's.
 #include <omp.h>
 
 #include <cstddef>
+#include <type_traits>
 
 #include "cells/gru.h"
 #include "cells/gru_detail.h"
@@ -19,6 +23,7 @@
 #include "common/blas.h"
 #include "common/gates.h"
 #include "common/input.h"
+#include "common/pointwise.h"
 #include "common/sequence.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
@@ -33,13 +38,17 @@ using gru::G;
 // One step's pointwise update of unit block k (width w), all B rows: activates the gates in
 // place, keeps W_hn h + b_hn in aux and writes h_t.
 template <typename T, typename W>
-void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w,
+                   const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
   const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
   T *gt = a.gates + r0 * G, *at = a.aux + r0, *ht = a.hs + r0;
   const T *bir = a.b_ih + c.r, *biz = a.b_ih + c.z, *bin = a.b_ih + c.n;
+  if constexpr (std::is_same_v<T, float>)
+    if (pk)
+      return pk->gru_forward(gt, a.gh, hp, at, ht, a.b_ih, a.b_hh, c.r, u0, w, n.rows(t), n.H);
   const T *bhr = a.b_hh + c.r, *bhz = a.b_hh + c.z, *bhn = a.b_hh + c.n;
   for (int b = 0; b < n.rows(t); ++b) {
     T *gi = gt + b * H3;
@@ -63,7 +72,8 @@ void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
 // Backward of one step for unit block k: from dh (+ dy) to the pre-activation gradients of
 // both sides; dh becomes the direct path's part of dh_{t-1} (the rest comes from W_hh).
 template <typename T, typename W, typename HasDy>
-void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy) {
+void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy,
+                    const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
   const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
@@ -72,6 +82,9 @@ void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy
   const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H);  // h_{t-1}
   const T *dyt = has_dy ? a.dy + r0 : nullptr;
   T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
+  if constexpr (std::is_same_v<T, float>)
+    if (pk)
+      return pk->gru_backward(dit, dht, a.scratch.dh, dyt, gt, hp, at, c.r, u0, w, n.rows(t), n.H);
   for (int b = 0; b < n.rows(t); ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *rr = gt + b * H3 + c.r, *zz = gt + b * H3 + c.z, *nn = gt + b * H3 + c.n;
@@ -101,6 +114,7 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -110,7 +124,7 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
-      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_block(a, t, hp, k, w); });
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_block(a, t, hp, k, w, pk); });
 #pragma omp barrier
     }
   }
@@ -135,6 +149,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(G * n.H, n.H, nt);  // d(gh) W_hh for this thread's units
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
   {
@@ -146,7 +161,8 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
     for (int t = n.steps() - 1; t >= 0; --t) {
       with_dy(a.dy, [&](auto has_dy) {
-        for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_block(a, t, k, w, has_dy); });
+        for_unit_blocks(g3, s.k0, s.k1,
+                        [&](int k, auto w) { backward_block(a, t, k, w, has_dy, pk); });
       });
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.

@@ -14,6 +14,7 @@
 #include <omp.h>
 
 #include <cstddef>
+#include <type_traits>
 
 #include "cells/gru.h"
 #include "cells/gru_detail.h"
@@ -21,6 +22,7 @@
 #include "common/blas.h"
 #include "common/gates.h"
 #include "common/input.h"
+#include "common/pointwise.h"
 #include "common/sequence.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
@@ -41,12 +43,17 @@ inline BlockCols recurrent_cols(int H, int k) {
 
 // Forward, first half of a step for unit block k: r and z, and r ⊙ h_{t-1} (W_hn's input).
 template <typename T, typename W>
-void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w,
+                      const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
   const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
   T *gt = a.gates + r0 * G, *at = a.aux + r0;
+  if constexpr (std::is_same_v<T, float>)
+    if (pk)
+      return pk->gru_rb_forward_rz(gt, a.gh, hp, at, a.b_ih, a.b_hh, ci.r, ch.r, u0, w, n.rows(t),
+                                   n.H);
   const T *bir = a.b_ih + ci.r, *biz = a.b_ih + ci.z, *bhr = a.b_hh + ch.r, *bhz = a.b_hh + ch.z;
   for (int b = 0; b < n.rows(t); ++b) {
     T *ir = gt + b * H3 + ci.r, *iz = gt + b * H3 + ci.z;
@@ -65,12 +72,17 @@ void forward_rz_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w
 
 // Forward, second half for unit block k: n from (r ⊙ h) W_hn^T, then h_t.
 template <typename T, typename W>
-void forward_n_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w) {
+void forward_n_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w,
+                     const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
   const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
   const int u0 = k * kUnitBlock;
   const BlockCols ci = gru::blocked_cols(GateBlocks{n.H, G}, k), ch = recurrent_cols(n.H, k);
   T *gt = a.gates + r0 * G, *ht = a.hs + r0;
+  if constexpr (std::is_same_v<T, float>)
+    if (pk)
+      return pk->gru_rb_forward_n(gt, a.gh, hp, ht, a.b_ih, a.b_hh, ci.r, ch.n, u0, w, n.rows(t),
+                                  n.H);
   const T *bin = a.b_ih + ci.n, *bhn = a.b_hh + ch.n;
   for (int b = 0; b < n.rows(t); ++b) {
     T *in = gt + b * H3 + ci.n, *hb = ht + b * static_cast<idx>(n.H) + u0;
@@ -151,6 +163,7 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
   const int nt = cell_threads(n, G);
   // h W_rz^T (2H columns) and (r ⊙ h) W_hn^T (H columns).
   const PackArena<T> arena(n.H, 2 * n.H, nt), arena_n(n.H, n.H, nt);
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -161,11 +174,11 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
-      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_rz_block(a, t, hp, k, w); });
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_rz_block(a, t, hp, k, w, pk); });
 #pragma omp barrier
       // n's recurrent term needs r ⊙ h of every unit.
       rec_n.run(a.gh + H2, G * n.H, a.aux + n.at(t) * n.H, n.H, n.rows(t), false);
-      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_n_block(a, t, hp, k, w); });
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_n_block(a, t, hp, k, w, pk); });
 #pragma omp barrier
     }
   }

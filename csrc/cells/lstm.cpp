@@ -15,11 +15,13 @@
 
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/gates.h"
 #include "common/input.h"
+#include "common/pointwise.h"
 #include "common/sequence.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
@@ -115,6 +117,7 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(n.H, G * n.H, nt);
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -128,10 +131,19 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
       T *g = a.gates + n.at(t) * GH;                             // (rows(t),4H)
       const int M = n.rows(t);
       rec.run(g, G * n.H, h_prev, n.H, M, true);
-      for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-        lstm_cell_block<T>(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb, k, w, M,
-                           n.H);
-      });
+      bool done = false;
+      if constexpr (std::is_same_v<T, float>)
+        if (pk) {
+          for (int k = s.k0; k < s.k1; ++k)
+            pk->lstm_forward(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb.begin(k),
+                             k * kUnitBlock, gb.width(k), M, n.H);
+          done = true;
+        }
+      if (!done)
+        for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
+          lstm_cell_block<T>(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb, k, w, M,
+                             n.H);
+        });
 #pragma omp barrier
     }
   }
@@ -155,6 +167,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
   const int nt = cell_threads(n, G), N = n.N();
   const PackArena<T> arena(G * n.H, n.H, nt);
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -169,13 +182,23 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       const T *dy_t = a.dy ? a.dy + n.at(t) * H : nullptr;
       const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
       const int M = n.rows(t);
-      with_dy(dy_t, [&](auto has_dy) {
-        for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-          lstm_cell_block_backward<T>(dgates + n.at(t) * GH, g.dc0, dh, dy_t, gates + n.at(t) * GH,
-                                      c_states + BH + n.at(t) * H, c_prev, gb, k, w, has_dy, M,
-                                      n.H);
+      bool done = false;
+      if constexpr (std::is_same_v<T, float>)
+        if (pk) {
+          for (int k = s.k0; k < s.k1; ++k)
+            pk->lstm_backward(dgates + n.at(t) * GH, g.dc0, dh, dy_t, gates + n.at(t) * GH,
+                              c_states + BH + n.at(t) * H, c_prev, gb.begin(k), k * kUnitBlock,
+                              gb.width(k), M, n.H);
+          done = true;
+        }
+      if (!done)
+        with_dy(dy_t, [&](auto has_dy) {
+          for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
+            lstm_cell_block_backward<T>(dgates + n.at(t) * GH, g.dc0, dh, dy_t,
+                                        gates + n.at(t) * GH, c_states + BH + n.at(t) * H, c_prev,
+                                        gb, k, w, has_dy, M, n.H);
+          });
         });
-      });
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] needs every gate column of dgates[t]: after the barrier.
       rec.run(t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, M, false);

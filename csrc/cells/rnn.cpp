@@ -20,10 +20,12 @@
 
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "common/activations.h"
 #include "common/blas.h"
 #include "common/input.h"
+#include "common/pointwise.h"
 #include "common/sequence.h"
 #include "common/step_gemm.h"
 #include "common/threading.h"
@@ -34,8 +36,13 @@ namespace {
 
 // h_t = act(pre + bias) in place over columns [j0, j1) of B rows. Branch-free loop bodies
 // (the activation and the presence of dy are decided outside) so that GCC vectorises them.
+// float32 tanh runs on the ISA path chosen at run time (common/pointwise.h); these loops are the
+// portable path, float64's and the ReLU's.
 template <typename T>
-void activate(T *h, const T *bias, Activation act, int B, int H, int j0, int j1) {
+void activate(T *h, const T *bias, Activation act, int B, int H, int j0, int j1,
+              const PointwiseKernels *pk) {
+  if constexpr (std::is_same_v<T, float>)
+    if (pk && act == Activation::Tanh) return pk->rnn_tanh(h, bias, B, H, j0, j1);
   for (int b = 0; b < B; ++b) {
     T *row = h + static_cast<idx>(b) * H;
     if (act == Activation::Tanh) {
@@ -99,6 +106,7 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
   if (empty_sequence(n)) return;
   const int nt = cell_threads(n, 1);
   const PackArena<T> arena(n.H, n.H, nt);
+  const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -109,7 +117,7 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
       T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
       rec.run(h, n.H, h_prev, n.H, n.rows(t), true);
-      activate<T>(h, a.bias, a.act, n.rows(t), n.H, s.j0, s.j1);
+      activate<T>(h, a.bias, a.act, n.rows(t), n.H, s.j0, s.j1, pk);
 #pragma omp barrier
     }
   }

@@ -17,6 +17,7 @@
 
 #include "common/activations.h"
 #include "common/blas.h"
+#include "common/pointwise.h"
 
 namespace rnncore {
 
@@ -149,6 +150,11 @@ void step(const SampleModel<T> &m, const std::vector<LayerOps<T>> &ops, T *h, T 
       case CellKind::Lstm: {
         T *ck = c + static_cast<idx>(k) * H;
         op.hh(gh, hk);
+        if constexpr (std::is_same_v<T, float>)
+          if (const PointwiseKernels *pk = pointwise_kernels()) {
+            pk->lstm_step_row(hk, ck, x, gh, H);  // the ISA path (common/pointwise.h)
+            break;
+          }
 #pragma omp simd
         for (int j = 0; j < H; ++j) {
           const T i = sigmoid_f(x[j] + gh[j]), f = sigmoid_f(x[H + j] + gh[H + j]);

@@ -1,5 +1,6 @@
-// What a binding hands back and how it runs: output arrays in pooled blocks (NumPy frees them
-// back into the workspace pool, common/workspace.h), and the scope of a compute call.
+// What a binding hands back and how it runs: output arrays in Blocks (from the calling thread's
+// current pool, where NumPy frees them back to: common/workspace.h), and the scope of a compute
+// call.
 #pragma once
 
 #include <pybind11/numpy.h>
@@ -28,11 +29,6 @@ class ComputeScope {
   py::gil_scoped_release nogil_;
 };
 
-struct Owned {
-  void *ptr;
-  std::size_t capacity;
-};
-
 template <typename T>
 py::array_t<T> new_array(const std::vector<idx> &shape) {
   std::size_t n = 1;  // elements; an overflow is a MemoryError, never a short block
@@ -43,12 +39,11 @@ py::array_t<T> new_array(const std::vector<idx> &shape) {
     n *= static_cast<std::size_t>(s);
   }
   Block blk(n * sizeof(T));
-  auto *own = new Owned{nullptr, 0};
-  own->ptr = blk.detach(&own->capacity);
+  auto *own = new Detached(blk.detach());
   py::capsule base(own, [](void *p) {
-    auto *o = static_cast<Owned *>(p);
-    release_to_pool(o->ptr, o->capacity);
-    delete o;
+    auto *d = static_cast<Detached *>(p);
+    release_block(*d);
+    delete d;
   });
   return py::array_t<T>(shape, static_cast<T *>(own->ptr), base);
 }

@@ -1,8 +1,9 @@
-// The runtime: thread count, the vendored BLAS, the float32 recurrent kernel, the pool.
+// The runtime: thread count, the vendored BLAS, the float32 recurrent kernel, workspace pools.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
 #include <string>
 
 #include "bindings/bindings.h"
@@ -15,6 +16,84 @@
 #include "common/workspace.h"
 
 namespace rnncore::bindings {
+
+namespace {
+
+const char *kPoolDoc = R"doc(Buffers that rnncore's kernels reuse across calls, owned by one object.
+
+Inside ``with pool:`` every buffer a kernel call allocates on this thread -- the cache a
+training forward returns, the backward's scratch, the arrays the call returns -- comes from
+this pool where it holds a freed buffer of the size (within 2x), and goes back to it when freed.
+A loop that calls kernels of the same shapes over and over then reuses memory that is already
+faulted in, instead of having glibc map and unmap it on every call. Each rnncore layer and
+model holds its own pool; there is no process-wide one. Outside any ``with`` a call allocates
+plainly and frees at release.
+
+Args:
+    max_blocks: most freed buffers kept (the oldest are freed first), default 64.
+    max_bytes: most bytes kept, default 1 GiB.
+
+Thread-safe; a ``with`` applies to the thread that entered it. Nesting makes the innermost
+pool current.
+)doc";
+
+void bind_workspace_pool(py::module_ &m) {
+  py::class_<BlockPool, std::shared_ptr<BlockPool>>(m, "WorkspacePool", kPoolDoc)
+      .def(py::init([](py::object max_blocks, py::object max_bytes) {
+             const auto count = [](py::object v, const char *name) -> std::size_t {
+               if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v))
+                 throw py::type_error(std::string("WorkspacePool: ") + name +
+                                      " must be an int, got " + type_name(v));
+               const long long n = v.cast<long long>();
+               if (n < 0)
+                 throw py::value_error(std::string("WorkspacePool: ") + name +
+                                       " must be >= 0, got " + std::to_string(n));
+               return static_cast<std::size_t>(n);
+             };
+             return std::make_shared<BlockPool>(count(max_blocks, "max_blocks"),
+                                                count(max_bytes, "max_bytes"));
+           }),
+           py::arg("max_blocks") = 64, py::arg("max_bytes") = std::size_t(1) << 30)
+      .def_property_readonly(
+          "nbytes", [](const BlockPool &p) { return p.stats().bytes; },
+          "Bytes of freed buffers the pool keeps now.")
+      .def_property_readonly(
+          "blocks", [](const BlockPool &p) { return p.stats().blocks; },
+          "Freed buffers the pool keeps now.")
+      .def_property_readonly(
+          "reused", [](const BlockPool &p) { return p.stats().reused; },
+          "Buffer requests served from the pool so far.")
+      .def_property_readonly(
+          "allocated", [](const BlockPool &p) { return p.stats().fresh; },
+          "Buffer requests that found nothing to reuse and allocated.")
+      .def("clear", &BlockPool::clear, "Free every kept buffer; returns the bytes freed.")
+      .def(
+          "__enter__",
+          [](std::shared_ptr<BlockPool> self) {
+            push_pool(self);
+            return self;
+          },
+          "Make this the calling thread's current pool.")
+      .def(
+          "__exit__",
+          [](BlockPool &self, const py::args &) {
+            if (!pop_pool(&self))
+              throw py::value_error(
+                  "WorkspacePool.__exit__: this pool is not the calling thread's innermost "
+                  "current pool (exit the pools in the reverse order of entering them, on the "
+                  "thread that entered them)");
+            return false;
+          },
+          "Restore the pool that was current before.")
+      .def("__repr__", [](const BlockPool &p) {
+        const auto s = p.stats();
+        return "<WorkspacePool " + std::to_string(s.blocks) + " buffers, " +
+               std::to_string(s.bytes) + " bytes kept; " + std::to_string(s.reused) + " reused, " +
+               std::to_string(s.fresh) + " allocated>";
+      });
+}
+
+}  // namespace
 
 void bind_runtime(py::module_ &m) {
   m.def(
@@ -108,8 +187,7 @@ void bind_runtime(py::module_ &m) {
       },
       py::arg("name"), py::arg("x"),
       "float32 tanh or sigmoid of x on the pointwise path in use (for tests).");
-  m.def("_pool_bytes", [] { return pool_bytes(); }, "Bytes held by the workspace pool.");
-  m.def("_empty_pool", [] { return empty_pool(); }, "Free the workspace pool; returns bytes.");
+  bind_workspace_pool(m);
 }
 
 }  // namespace rnncore::bindings

@@ -1,95 +1,85 @@
 #include "common/workspace.h"
 
 #include <cstdlib>
-#include <mutex>
 #include <new>
-#include <vector>
 
 namespace rnncore {
 
 namespace {
 
 constexpr std::size_t kAlign = 64;
-constexpr std::size_t kMaxBlocks = 16;
-constexpr std::size_t kMaxPoolBytes = std::size_t(1) << 30;  // 1 GiB kept at most
 
-struct Pool {
-  std::mutex mu;
-  std::vector<std::pair<void *, std::size_t>> free;  // (pointer, capacity)
-  std::size_t bytes = 0;
-};
-
-Pool &pool() {
-  // Never destroyed: blocks may be released during interpreter exit.
-  static Pool *p = [] {
-    auto *q = new Pool;
-    q->free.reserve(kMaxBlocks + 1);
-    return q;
-  }();
-  return *p;
+// The calling thread's stack of current pools (innermost last).
+std::vector<std::shared_ptr<BlockPool>> &pool_stack() {
+  thread_local std::vector<std::shared_ptr<BlockPool>> stack;
+  return stack;
 }
 
 }  // namespace
 
-Block::Block(std::size_t bytes) : bytes_(bytes) {
-  const std::size_t want = (bytes + kAlign - 1) / kAlign * kAlign;
-  if (want < bytes) throw std::bad_alloc();  // overflow
-  {
-    // Best fit among pooled blocks no more than twice the request.
-    Pool &p = pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    std::size_t best = p.free.size();
-    for (std::size_t i = 0; i < p.free.size(); ++i) {
-      const std::size_t cap = p.free[i].second;
-      if (cap >= want && cap / 2 <= want && (best == p.free.size() || cap < p.free[best].second))
-        best = i;
-    }
-    if (best != p.free.size()) {
-      ptr_ = p.free[best].first;
-      capacity_ = p.free[best].second;
-      p.bytes -= capacity_;
-      p.free.erase(p.free.begin() + static_cast<std::ptrdiff_t>(best));
-      return;
-    }
+BlockPool::BlockPool(std::size_t max_blocks, std::size_t max_bytes)
+    : max_blocks_(max_blocks), max_bytes_(max_bytes) {
+  free_.reserve(max_blocks + 1);  // give() never allocates: it runs in destructors
+}
+
+BlockPool::~BlockPool() {
+  clear();
+}
+
+std::pair<void *, std::size_t> BlockPool::take(std::size_t want) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::size_t best = free_.size();
+  for (std::size_t i = 0; i < free_.size(); ++i) {
+    const std::size_t cap = free_[i].second;
+    if (cap >= want && cap / 2 <= want && (best == free_.size() || cap < free_[best].second))
+      best = i;
   }
-  capacity_ = want == 0 ? kAlign : want;
-  ptr_ = std::aligned_alloc(kAlign, capacity_);
-  if (ptr_ == nullptr) throw std::bad_alloc();
+  if (best == free_.size()) return {nullptr, 0};
+  const auto found = free_[best];
+  bytes_ -= found.second;
+  free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
+  ++reused_;
+  return found;
 }
 
-Block::~Block() {
-  if (ptr_ != nullptr) release_to_pool(ptr_, capacity_);
-}
-
-void release_to_pool(void *ptr, std::size_t capacity) noexcept {
+void BlockPool::give(void *ptr, std::size_t capacity) noexcept {
   if (ptr == nullptr) return;
-  if (capacity > kMaxPoolBytes) {
+  if (capacity > max_bytes_ || max_blocks_ == 0) {
     std::free(ptr);
     return;
   }
-  Pool &p = pool();
-  void *evicted[kMaxBlocks + 1];  // no allocation here: this runs in destructors
-  std::size_t n_evicted = 0;
-  {
-    std::lock_guard<std::mutex> lock(p.mu);
-    p.free.emplace_back(ptr, capacity);  // capacity reserved up front: cannot throw
-    p.bytes += capacity;
-    while (p.free.size() > kMaxBlocks || p.bytes > kMaxPoolBytes) {  // evict the oldest
-      evicted[n_evicted++] = p.free.front().first;
-      p.bytes -= p.free.front().second;
-      p.free.erase(p.free.begin());
+  bool kept = false;
+  for (;;) {  // past the limits the oldest blocks go, a few at a time outside the lock
+    void *evicted[8];
+    std::size_t n_evicted = 0;
+    bool over;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!kept) {
+        free_.emplace_back(ptr, capacity);  // capacity reserved up front: cannot throw
+        bytes_ += capacity;
+        kept = true;
+      }
+      while ((free_.size() > max_blocks_ || bytes_ > max_bytes_) && n_evicted < 8) {
+        evicted[n_evicted++] = free_.front().first;
+        bytes_ -= free_.front().second;
+        free_.erase(free_.begin());
+      }
+      over = free_.size() > max_blocks_ || bytes_ > max_bytes_;
     }
+    for (std::size_t i = 0; i < n_evicted; ++i) std::free(evicted[i]);
+    if (!over) return;
   }
-  for (std::size_t i = 0; i < n_evicted; ++i) std::free(evicted[i]);
 }
 
-std::size_t empty_pool() noexcept {
-  Pool &p = pool();
+std::size_t BlockPool::clear() noexcept {
   std::vector<std::pair<void *, std::size_t>> blocks;
+  blocks.reserve(max_blocks_ + 1);  // may throw only before anything is taken
   {
-    std::lock_guard<std::mutex> lock(p.mu);
-    blocks.swap(p.free);
-    p.bytes = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    blocks.swap(free_);
+    free_.reserve(max_blocks_ + 1);
+    bytes_ = 0;
   }
   std::size_t n = 0;
   for (auto &b : blocks) {
@@ -99,10 +89,59 @@ std::size_t empty_pool() noexcept {
   return n;
 }
 
-std::size_t pool_bytes() noexcept {
-  Pool &p = pool();
-  std::lock_guard<std::mutex> lock(p.mu);
-  return p.bytes;
+BlockPool::Stats BlockPool::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {bytes_, free_.size(), reused_, fresh_};
+}
+
+void BlockPool::count_fresh() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++fresh_;
+}
+
+std::shared_ptr<BlockPool> current_pool() {
+  const auto &s = pool_stack();
+  return s.empty() ? nullptr : s.back();
+}
+
+void push_pool(std::shared_ptr<BlockPool> p) {
+  pool_stack().push_back(std::move(p));
+}
+
+bool pop_pool(const BlockPool *p) {
+  auto &s = pool_stack();
+  if (s.empty() || s.back().get() != p) return false;
+  s.pop_back();
+  return true;
+}
+
+void release_block(Detached &d) noexcept {
+  if (d.ptr == nullptr) return;
+  if (d.pool)
+    d.pool->give(d.ptr, d.capacity);
+  else
+    std::free(d.ptr);
+  d.ptr = nullptr;
+  d.capacity = 0;
+  d.pool.reset();
+}
+
+Block::Block(std::size_t bytes) : bytes_(bytes) {
+  const std::size_t want = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (want < bytes) throw std::bad_alloc();  // overflow
+  mem_.pool = current_pool();
+  if (mem_.pool) {
+    const auto [ptr, cap] = mem_.pool->take(want == 0 ? kAlign : want);
+    if (ptr != nullptr) {
+      mem_.ptr = ptr;
+      mem_.capacity = cap;
+      return;
+    }
+    mem_.pool->count_fresh();
+  }
+  mem_.capacity = want == 0 ? kAlign : want;
+  mem_.ptr = std::aligned_alloc(kAlign, mem_.capacity);
+  if (mem_.ptr == nullptr) throw std::bad_alloc();
 }
 
 }  // namespace rnncore

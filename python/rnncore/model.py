@@ -93,6 +93,7 @@ class CharRNN:
         )  # validates dropout and dtype
         self.dtype = self.rnn.dtype
         self.cell = cell
+        self._pool = _core.WorkspacePool()  # the decoder's buffers, reused from step to step
         self.vocab_size, self.hidden_size, self.num_layers, self.embedding_size = V, H, L, E
         self.config: dict[str, Any] = {
             "vocab_size": V,
@@ -150,7 +151,8 @@ class CharRNN:
         if not self.embedding_size:
             return None
         p = self.params.params
-        return _core._matmul(p["rnn.weight_ih_l0"], p["embedding.weight"], trans_b=True)
+        with self._pool:
+            return _core._matmul(p["rnn.weight_ih_l0"], p["embedding.weight"], trans_b=True)
 
     def _ids(self, name: str, a: npt.ArrayLike, shape: tuple[int, ...] | None = None) -> Array:
         ids = np.asarray(a)
@@ -195,9 +197,10 @@ class CharRNN:
             out = out * mask
         h = out.reshape(T * B, self.hidden_size)  # (T*B, H)
         p = self.params.params
-        loss, dh, dw, db = _core.linear_cross_entropy(
-            h, p["decoder.weight"], p["decoder.bias"], y.reshape(-1), grad=training
-        )
+        with self._pool:
+            loss, dh, dw, db = _core.linear_cross_entropy(
+                h, p["decoder.weight"], p["decoder.bias"], y.reshape(-1), grad=training
+            )
         if training:
             self._tape = (x, dh, dw, db, mask)
         return loss, final
@@ -222,8 +225,9 @@ class CharRNN:
             # The gradient of weight_ih_l0 embeddingᵀ (G*H, V), split between its two factors.
             dw0 = self.rnn.input_weight_grad
             p = self.params.params
-            g["rnn.weight_ih_l0"] += _core._matmul(dw0, p["embedding.weight"])
-            g["embedding.weight"] += _core._matmul(dw0, p["rnn.weight_ih_l0"], trans_a=True)
+            with self._pool:
+                g["rnn.weight_ih_l0"] += _core._matmul(dw0, p["embedding.weight"])
+                g["embedding.weight"] += _core._matmul(dw0, p["rnn.weight_ih_l0"], trans_a=True)
 
     def train_step(
         self, x: npt.ArrayLike, y: npt.ArrayLike, state: Any = None

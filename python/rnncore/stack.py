@@ -145,6 +145,9 @@ class RecurrentStack(Generic[S]):
         self._grads = {name: np.zeros_like(p) for name, p in self._params.items()}
         self._tape: _Tape | None = None
         self._input_weight_grad: Array | None = None  # see forward(input_weight=)
+        # The buffers the kernels allocate (caches, scratch, outputs) are reused from call to
+        # call through this stack's own pool: a training loop faults its memory in once.
+        self._pool = _core.WorkspacePool()
 
     # --- what the stack is --------------------------------------------------------------------
 
@@ -322,36 +325,39 @@ class RecurrentStack(Generic[S]):
         masks: list[Array | None] = []
         finals: list[list[Array]] = [[] for _ in range(n)]
         inp = x  # (T, B, D) for layer 0, then (T, B, dirs*H)
-        for layer in range(self.num_layers):
-            outs: list[Array] = []
-            caches.append([])
-            for d, reverse in enumerate(self._directions):
-                s0 = [None if s is None else s[layer * dirs + d] for s in states0]  # (B, H) each
-                weights = self.layer_weights(layer, reverse=reverse)
-                if layer == 0 and input_weight is not None:
-                    weights = (input_weight, *weights[1:])
-                # Only what differs from the default is passed: a unidirectional stack without
-                # lengths calls the kernels exactly as it always did.
-                seq: dict[str, Any] = {} if lengths is None else {"lengths": lengths}
-                if reverse:
-                    seq["reverse"] = True
-                y, *rest = fwd(inp, *s0, *weights, training=training, **seq, **self._options)
-                for f, s in zip(finals, rest[:n], strict=True):
-                    f.append(s)  # (B, H)
-                caches[layer].append(rest[n])
-                outs.append(y)  # (T, B, H)
-            y = outs[0] if dirs == 1 else np.concatenate(outs, axis=2)  # (T, B, dirs*H)
-            mask = None
-            if training and p > 0 and layer < self.num_layers - 1:
-                # Inverted dropout: kept units are scaled by 1/(1-p) so that no rescaling is
-                # needed at inference. The mask is kept for backward. float32 draws cost half
-                # as much as float64 ones and resolve p to 2^-24. Bidirectional: one mask over
-                # the concatenated output, as PyTorch.
-                keep = self._generator.random(y.shape, dtype=np.float32) >= p  # (T, B, dirs*H)
-                mask = keep * self.dtype.type(1 / (1 - p))  # (T, B, dirs*H), layer's dtype
-                y = y * mask
-            masks.append(mask)
-            inp = y
+        with self._pool:  # every kernel buffer from the stack's own pool
+            for layer in range(self.num_layers):
+                outs: list[Array] = []
+                caches.append([])
+                for d, reverse in enumerate(self._directions):
+                    s0 = [
+                        None if s is None else s[layer * dirs + d] for s in states0
+                    ]  # (B, H) each
+                    weights = self.layer_weights(layer, reverse=reverse)
+                    if layer == 0 and input_weight is not None:
+                        weights = (input_weight, *weights[1:])
+                    # Only what differs from the default is passed: a unidirectional stack without
+                    # lengths calls the kernels exactly as it always did.
+                    seq: dict[str, Any] = {} if lengths is None else {"lengths": lengths}
+                    if reverse:
+                        seq["reverse"] = True
+                    y, *rest = fwd(inp, *s0, *weights, training=training, **seq, **self._options)
+                    for f, s in zip(finals, rest[:n], strict=True):
+                        f.append(s)  # (B, H)
+                    caches[layer].append(rest[n])
+                    outs.append(y)  # (T, B, H)
+                y = outs[0] if dirs == 1 else np.concatenate(outs, axis=2)  # (T, B, dirs*H)
+                mask = None
+                if training and p > 0 and layer < self.num_layers - 1:
+                    # Inverted dropout: kept units are scaled by 1/(1-p) so that no rescaling is
+                    # needed at inference. The mask is kept for backward. float32 draws cost half
+                    # as much as float64 ones and resolve p to 2^-24. Bidirectional: one mask over
+                    # the concatenated output, as PyTorch.
+                    keep = self._generator.random(y.shape, dtype=np.float32) >= p  # (T, B, dirs*H)
+                    mask = keep * self.dtype.type(1 / (1 - p))  # (T, B, dirs*H), layer's dtype
+                    y = y * mask
+                masks.append(mask)
+                inp = y
         if training:
             self._tape = _Tape(caches, masks, T, B, input_weight is not None)
         return inp, pack_state([np.stack(f) for f in finals])
@@ -399,27 +405,28 @@ class RecurrentStack(Generic[S]):
         bwd = _kernel(self._backward)
         n = len(self._state_names)
         d0 = [np.empty((L * dirs, B, H), self.dtype) for _ in range(n)]  # (L*dirs, B, H) each
-        grad = dy  # (T, B, dirs*H) gradient into the current layer's output
-        for layer in reversed(range(L)):
-            dx_sum: Array | None = None  # (T, B, D or dirs*H) both directions' dx, summed
-            for d, reverse in enumerate(self._directions):
-                i = layer * dirs + d  # the direction's row of the state
-                dn = [None if ds is None else ds[i] for ds in dstates]  # (B, H) each
-                g = grad
-                if dirs > 1 and grad is not None:
-                    g = np.ascontiguousarray(grad[..., d * H : (d + 1) * H])  # (T, B, H)
-                dx, *rest = bwd(g, *dn, tape.caches[layer][d])
-                for out, ds in zip(d0, rest[:n], strict=True):
-                    out[i] = ds
-                for name, gw in zip(_PARAM_NAMES, rest[n:], strict=True):
-                    if layer == 0 and name == "weight_ih" and tape.input_weight_given:
-                        self._input_weight_grad = gw  # the caller's input weight: theirs to use
-                    elif gw is not None:
-                        self._grads[_key(name, layer, reverse)] += gw
-                dx_sum = dx if dx_sum is None else dx_sum + dx  # dx is None for token ids
-            if layer > 0 and tape.masks[layer - 1] is not None:
-                dx_sum = dx_sum * tape.masks[layer - 1]  # the same mask as the forward
-            grad = dx_sum
+        with self._pool:  # every kernel buffer from the stack's own pool
+            grad = dy  # (T, B, dirs*H) gradient into the current layer's output
+            for layer in reversed(range(L)):
+                dx_sum: Array | None = None  # (T, B, D or dirs*H) both directions' dx, summed
+                for d, reverse in enumerate(self._directions):
+                    i = layer * dirs + d  # the direction's row of the state
+                    dn = [None if ds is None else ds[i] for ds in dstates]  # (B, H) each
+                    g = grad
+                    if dirs > 1 and grad is not None:
+                        g = np.ascontiguousarray(grad[..., d * H : (d + 1) * H])  # (T, B, H)
+                    dx, *rest = bwd(g, *dn, tape.caches[layer][d])
+                    for out, ds in zip(d0, rest[:n], strict=True):
+                        out[i] = ds
+                    for name, gw in zip(_PARAM_NAMES, rest[n:], strict=True):
+                        if layer == 0 and name == "weight_ih" and tape.input_weight_given:
+                            self._input_weight_grad = gw  # the caller's input weight: theirs to use
+                        elif gw is not None:
+                            self._grads[_key(name, layer, reverse)] += gw
+                    dx_sum = dx if dx_sum is None else dx_sum + dx  # dx is None for token ids
+                if layer > 0 and tape.masks[layer - 1] is not None:
+                    dx_sum = dx_sum * tape.masks[layer - 1]  # the same mask as the forward
+                grad = dx_sum
         return grad, pack_state(d0)
 
     @property

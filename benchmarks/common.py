@@ -1,7 +1,8 @@
 """Shared pieces of the rnncore benchmarks: configs, data, runners, correctness check, FLOPs, env.
 
 Both entry points, ``test_bench_kernels.py`` (pytest-benchmark) and ``report.py`` (one markdown
-table), import this module; nothing here times anything.
+table; it and its worker processes, one per implementation, see ``workers.py``), import this
+module; nothing here times anything.
 
 A *runner* is a zero-argument closure that does one full call of one implementation on one fixed
 problem and returns its outputs as a dict of NumPy arrays (``OUTPUT_KEYS`` names them). The
@@ -33,6 +34,7 @@ import importlib.util
 import os
 import platform
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -707,13 +709,23 @@ def compare(
     return problems
 
 
-def check(impl: str, got: Outputs, cell: Cell, cfg: Config, mode: str) -> float:
+def check(
+    impl: str,
+    got: Outputs,
+    cell: Cell,
+    cfg: Config,
+    mode: str,
+    want: Mapping[str, np.ndarray] | None = None,
+) -> float:
     """Raise CorrectnessError unless got matches the float64 reference; return the max error.
 
     FULL is checked against the reference with every length T; the others with cfg's lengths,
-    where outputs past a length must be 0 as the reference's are.
+    where outputs past a length must be 0 as the reference's are. want: the reference's
+    outputs, ``oracle(cell.name, cfg.name, impl == FULL)``, when computed elsewhere (report.py
+    computes them once in the parent and hands them to its worker processes).
     """
-    want = oracle(cell.name, cfg.name, impl == FULL)
+    if want is None:
+        want = oracle(cell.name, cfg.name, impl == FULL)
     keys = output_keys(cell, cfg, mode)
     got = {k: v() if callable(v) else v for k, v in got.items()}
     lengths = None if impl == FULL else lengths_of(cfg)
@@ -751,7 +763,8 @@ def _limit_numpy_blas(n: int) -> bool:
     """Limit the BLAS numpy (so the reference) uses to n threads; False if that's not possible.
 
     Only with threadpoolctl, and only the BLAS libraries that are neither rnncore's own
-    (which must stay at 1 thread: rnncore splits work with OpenMP) nor torch's.
+    (which must stay at 1 thread: rnncore splits work with OpenMP) nor torch's (when torch is
+    imported: otherwise its libraries are not loaded).
     """
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
@@ -762,28 +775,38 @@ def _limit_numpy_blas(n: int) -> bool:
         for info in threadpool_info()
         if info["user_api"] == "blas"
         and not _under(info["filepath"], rnncore)
-        and not _under(info["filepath"], torch_module() if torch_installed() else None)
+        and not _under(info["filepath"], sys.modules.get("torch"))
     ]
     if libs:
         threadpool_limits(limits=dict.fromkeys(libs, n))
     return bool(libs)
 
 
-def set_threads(n: int) -> dict[str, int | None]:
+def set_threads(n: int, impl: str | None = None) -> dict[str, int | None]:
     """Run every implementation on n threads where it can be told; returns what was set.
 
     "reference" is None when numpy's BLAS could not be limited (threadpoolctl not installed):
-    it then uses its own default, usually every CPU.
+    it then uses its own default, usually every CPU. impl: only that implementation's library
+    (rnncore for "rnncore" and FULL, torch for "torch", nothing more for "reference") besides
+    numpy's BLAS, and only its entry in the result: for a worker process that runs one
+    implementation and should not load the others' libraries (importing torch loads its
+    OpenMP runtime and BLAS into the process).
     """
-    rnncore.set_num_threads(n)
-    torch = torch_module() if torch_installed() else None
-    if torch is not None:
-        torch.set_num_threads(n)
-    return {
-        "rnncore": rnncore.get_num_threads(),
-        "torch": torch.get_num_threads() if torch is not None else None,
-        "reference": n if _limit_numpy_blas(n) else None,
-    }
+    if impl is not None and impl not in (*IMPLS, FULL):
+        raise ValueError(f"unknown implementation {impl!r}, expected one of {(*IMPLS, FULL)}")
+    result: dict[str, int | None] = {}
+    if impl in (None, "rnncore", FULL):
+        rnncore.set_num_threads(n)
+        result["rnncore" if impl is None else impl] = rnncore.get_num_threads()
+    if impl in (None, "torch"):
+        torch = torch_module() if torch_installed() else None
+        if torch is not None:
+            torch.set_num_threads(n)
+        result["torch"] = torch.get_num_threads() if torch is not None else None
+    limited = _limit_numpy_blas(n)
+    if impl in (None, "reference"):
+        result["reference"] = n if limited else None
+    return result
 
 
 def cpu_model() -> str:
@@ -796,22 +819,13 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
-def environment() -> dict[str, Any]:
-    """What a benchmark result depends on besides the code: BLAS core, CPU, versions, threads."""
-    torch = torch_module() if torch_installed() else None
-    blas = rnncore.blas_info()
+def machine() -> dict[str, Any]:
+    """The date, CPU model and count, Python and numpy: what every process of a run shares."""
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
         "cpus": available_cpus(),
-        "rnncore": rnncore.__version__,
-        "corename": blas["corename"],
-        "blas_config": blas.get("config"),
-        "rnncore_threads": rnncore.get_num_threads(),
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "numpy": np.__version__,
         "threadpoolctl": importlib.util.find_spec("threadpoolctl") is not None,
-        "torch": torch.__version__ if torch is not None else None,
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
         "python": platform.python_version(),
     }

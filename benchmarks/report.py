@@ -4,16 +4,25 @@
     python benchmarks/report.py --cells rnn --configs charrnn,medium --threads 2 --fwd
     python benchmarks/report.py --json out.json --plot out.png
 
-Everything runs in one process. For each cell × config × pass × thread count, every
-implementation is first called once and its outputs are checked against the float64 reference
-(a mismatch stops the run with exit status 1), then timed in rounds that interleave the
-implementations (their order rotating each round), each sample being the mean of enough calls
-to last --min-time, after --settle seconds of untimed calls (when one implementation follows
-another, the other's idle threads spin for a while and would slow the first calls); the table
-shows the median of the rounds. The number of rounds is
+Every implementation runs in its own worker process (``workers.py``), started once per run and
+driven by this one over pipes: rnncore and torch twice, with the environment as found and with
+glibc's allocator tuned (``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824``,
+set before the worker's interpreter starts), the NumPy reference and ``rnncore-full`` as found;
+the GEMM ceilings in one more. A worker loads only its own library (the torch workers torch,
+the others not), sets its thread count itself, and blocks on its pipe while another is timed.
+
+For each cell × config × pass × thread count, the float64 reference's outputs are computed
+once here and handed to the workers (a file); each worker builds the same seed-fixed problem,
+makes its warm-up call and checks its outputs against them (a mismatch stops the run with exit
+status 1, as does a worker that fails or dies). Then rounds: in round r the workers, in an order
+rotated by r, are asked one at a time for one sample, the mean of enough calls to last
+--min-time after --settle seconds of untimed calls (another worker's idle OpenMP threads spin
+for a while after it finished and would slow the first calls). The number of rounds is
 --repeats, fewer when a round is so slow that --repeats of them would pass --budget seconds,
-but never fewer than 3. Timings on small shared machines vary by ±30% between processes:
-compare the ratios within one table, not absolute times across runs.
+but never fewer than 3. Times are medians of the samples; ratios are medians of the per-round
+ratios (other's sample / rnncore's sample of the same round), rnncore and torch each at the
+faster of its two allocator settings. Timings on small shared machines vary by ±30% between
+runs: compare the ratios within one table, not absolute times across runs.
 
 Configs with random lengths (charrnn-L2-len, medium-L2-len, their -bi twins) time rnncore's
 kernels layer by layer with lengths= (and reverse=True), the reference the same way, and torch
@@ -28,35 +37,62 @@ torch's columns are empty when torch is not installed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
 import math
-import os
-import resource
 import shlex
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import common
+import workers
+from workers import AS_FOUND, MALLOC_TUNED, CpuWatch
 
 MIN_ROUNDS = 3
+REQUEST_TIMEOUT = 1800.0  # seconds a worker may take to answer one request before it is killed
+
+# The allocator settings each implementation runs under, one worker process each.
+IMPL_SETTINGS: dict[str, tuple[str, ...]] = {
+    "rnncore": (AS_FOUND, MALLOC_TUNED),
+    "reference": (AS_FOUND,),
+    "torch": (AS_FOUND, MALLOC_TUNED),
+    common.FULL: (AS_FOUND,),
+}
+CEILING = "ceiling"  # the worker that measures the GEMM ceilings
+
+
+def labels_of(impl: str) -> list[str]:
+    """The worker labels (table columns) of an implementation: one per allocator setting."""
+    return [workers.label(impl, s) for s in IMPL_SETTINGS[impl]]
+
+
+COLUMNS = [lb for impl in common.IMPLS for lb in labels_of(impl)]  # the main table's times
 
 
 @dataclass
 class Measurement:
-    """The timings of every implementation on one cell × config × pass × thread count."""
+    """The timings of every worker on one cell × config × pass × thread count.
+
+    Keyed by worker label: "rnncore", "rnncore (malloc tuned)", "reference", "torch", ...
+    """
 
     cell: str
     config: str
     mode: str
     threads: int
     flops: float
-    threads_set: dict[str, int | None]  # what each implementation was told (None: not limited)
+    threads_set: dict[str, int | None] = field(default_factory=dict)  # what each worker's
+    #                                   library reports after set_threads (None: not limited)
     samples_s: dict[str, list[float]] = field(default_factory=dict)  # seconds per call, by round
     calls_per_sample: dict[str, int] = field(default_factory=dict)
     max_rel_err: dict[str, float] = field(default_factory=dict)  # against float64 reference
@@ -67,55 +103,37 @@ class Measurement:
         """Whether other processes used a noticeable share of the CPUs during the measurement."""
         return sum(self.cpu_others.values()) > BUSY_WARNING
 
-    def median_ms(self, impl: str) -> float | None:
-        """Median time of one call of impl in milliseconds, None if impl did not run."""
-        samples = self.samples_s.get(impl)
+    def median_ms(self, name: str) -> float | None:
+        """Median time of one call of a worker in milliseconds, None if it did not run."""
+        samples = self.samples_s.get(name)
         return statistics.median(samples) * 1e3 if samples else None
 
-    def spread(self, impl: str) -> float:
-        """(slowest - fastest) / median of impl's samples: how noisy the measurement was."""
-        samples = self.samples_s[impl]
+    def best(self, impl: str) -> str | None:
+        """The label of impl's faster allocator setting here (None: impl did not run)."""
+        return workers.fastest(self.samples_s, labels_of(impl))
+
+    def best_ms(self, impl: str) -> float | None:
+        """impl's median time at its faster setting, in milliseconds."""
+        name = self.best(impl)
+        return None if name is None else self.median_ms(name)
+
+    def ratio(self, other: str, ours: str = "rnncore") -> float | None:
+        """Median of the per-round ratios other / ours, each at its faster setting (None if
+        either did not run): how many times faster ours is."""
+        a, b = self.best(other), self.best(ours)
+        if a is None or b is None:
+            return None
+        return workers.paired_ratio(self.samples_s[a], self.samples_s[b])
+
+    def spread(self, name: str) -> float:
+        """(slowest - fastest) / median of a worker's samples: how noisy the measurement was."""
+        samples = self.samples_s[name]
         return (max(samples) - min(samples)) / statistics.median(samples)
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring
+# The workers' side
 # --------------------------------------------------------------------------------------------
-
-BUSY_WARNING = 0.1  # share of the CPUs used by other processes that makes timings suspect
-
-
-class CpuWatch:
-    """How much of the machine's CPU time went to other processes since the watch started.
-
-    On a 2-core machine a second busy process wrecks every multi-threaded timing (threads that
-    wait at a barrier for a descheduled partner), by factors of 10-1000, so the report says
-    when that happened instead of printing such numbers as if they were real.
-    """
-
-    def __init__(self) -> None:
-        self.start = self._now()
-
-    @staticmethod
-    def _now() -> tuple[float, float, float, float]:
-        """(wall s, CPU s busy on the machine, CPU s stolen by the hypervisor, our CPU s)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        try:
-            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-        except (OSError, ValueError):
-            fields = []
-        # user nice system idle iowait irq softirq steal ...
-        busy = sum(fields[i] for i in (0, 1, 2, 5, 6) if i < len(fields)) / tick
-        steal = (fields[7] if len(fields) > 7 else 0) / tick
-        own = resource.getrusage(resource.RUSAGE_SELF)
-        return time.perf_counter(), busy, steal, own.ru_utime + own.ru_stime
-
-    def others(self) -> dict[str, float]:
-        """Shares of all CPUs' time since start: used by other processes, and stolen."""
-        now = self._now()
-        wall, busy, steal, own = (b - a for a, b in zip(self.start, now, strict=True))
-        capacity = max(wall * common.available_cpus(), 1e-9)
-        return {"others": max(0.0, busy - own) / capacity, "steal": steal / capacity}
 
 
 def _call_time(run: common.Runner) -> float:
@@ -125,52 +143,143 @@ def _call_time(run: common.Runner) -> float:
     return time.perf_counter() - start
 
 
-def measure(
-    m: Measurement,
-    runners: dict[str, common.Runner],
-    args: argparse.Namespace,
-) -> None:
-    """Check every runner against the reference, then time them interleaved into m."""
-    cell, cfg = common.CELLS[m.cell], common.CONFIGS[m.config]
-    estimate = {}
-    for impl, run in runners.items():
+class _Worker:
+    """What a report worker process does for one implementation (see worker_handlers)."""
+
+    def __init__(self, impl: str) -> None:
+        if impl != CEILING and impl not in IMPL_SETTINGS:
+            raise ValueError(
+                f"unknown implementation {impl!r}, expected one of {[*IMPL_SETTINGS, CEILING]}"
+            )
+        self.impl = impl
+        self.runners: dict[tuple[str, str, str], common.Runner] = {}
+        self.runner: common.Runner | None = None
+        self.oracles: dict[str, dict[str, np.ndarray]] = {}
+
+    def hello(self) -> dict[str, Any]:
+        """Where this worker runs (before any set_threads: the libraries' default threads)."""
+        return workers.worker_environment(self.impl)
+
+    def setup(
+        self, cell: str, config: dict[str, Any], mode: str, threads: int, oracle: str
+    ) -> dict[str, Any]:
+        """Set threads, build (or reuse) the runner, make the warm-up call, check its outputs
+        against the reference's in the file oracle; the time of one call, for the sample size."""
+        cfg = _register(common.Config(**config))
+        threads_set = common.set_threads(threads, self.impl)
+        key = (cell, cfg.name, mode)
+        if key not in self.runners:
+            self.runners[key] = common.make_runner(
+                self.impl, common.make_problem(cell, cfg.name), mode
+            )
+        run = self.runner = self.runners[key]
+        if oracle not in self.oracles:
+            with np.load(oracle) as f:
+                self.oracles[oracle] = {k: f[k] for k in f.files}
         start = time.perf_counter()
         outputs = run()  # warm-up call, whose outputs are the ones checked
         first = time.perf_counter() - start
-        m.max_rel_err[impl] = common.check(impl, outputs, cell, cfg, m.mode)
+        err = common.check(self.impl, outputs, common.CELLS[cell], cfg, mode, self.oracles[oracle])
         # The first call pays one-off costs (allocation, lazy init); time a second one unless
         # the call is so long that those do not matter for the estimate.
-        estimate[impl] = first if first > 1.0 else _call_time(run)
+        estimate = first if first > 1.0 else _call_time(run)
+        return {"estimate_s": estimate, "max_rel_err": err, "threads_set": threads_set}
+
+    def sample(self, settle: int, calls: int) -> dict[str, float]:
+        """settle untimed calls, then the mean seconds of calls timed ones (gc off meanwhile)."""
+        run = self.runner
+        if run is None:
+            raise RuntimeError("'sample' before 'setup': there is nothing to time")
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # as timeit does: a collection inside one sample is noise, not cost
+        try:
+            for _ in range(settle):
+                run()
+            start = time.perf_counter()
+            for _ in range(calls):
+                run()
+            return {"seconds": (time.perf_counter() - start) / calls}
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def ceiling(
+        self, M: int, N: int, K: int, kernel: str, threads: int, min_time: float, runs: int
+    ) -> dict[str, Any]:
+        """The best GFLOP/s of runs probes of one GEMM (rnncore._core._gemm_probe)."""
+        from rnncore import _core
+
+        probes = [_core._gemm_probe(M, N, K, kernel, threads, min_time) for _ in range(runs)]
+        return {"gflops": max(r["gflops"] for r in probes), "kernel": probes[0]["kernel"]}
+
+
+def _register(cfg: common.Config) -> common.Config:
+    """Make a config the parent sent known here (tests add configs to the parent's table)."""
+    known = common.CONFIGS.get(cfg.name)
+    if known is not None and known != cfg:
+        raise ValueError(f"config {cfg.name!r}: the parent sent {cfg}, this worker knows {known}")
+    common.CONFIGS[cfg.name] = cfg
+    return cfg
+
+
+def worker_handlers(impl: str) -> dict[str, Callable[..., Any]]:
+    """The requests a report worker of impl serves (workers.serve calls this)."""
+    w = _Worker(impl)
+    if impl == CEILING:
+        return {"hello": w.hello, "ceiling": w.ceiling}
+    return {"hello": w.hello, "setup": w.setup, "sample": w.sample}
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+BUSY_WARNING = 0.1  # share of the CPUs used by other processes that makes timings suspect
+
+
+def measure(
+    m: Measurement,
+    team: list[workers.Worker],
+    args: argparse.Namespace,
+    oracles: dict[bool, Path],
+    pids: list[int],
+) -> None:
+    """Set every worker up and check it against the reference, then time them in rounds.
+
+    pids: every worker process of the run (CpuWatch counts their CPU time as ours, the idle
+    ones' included), not only the team's."""
+    cfg = common.CONFIGS[m.config]
+    estimate = {}
+    for w in team:
+        info = w.request(
+            "setup",
+            REQUEST_TIMEOUT,
+            cell=m.cell,
+            config=dataclasses.asdict(cfg),
+            mode=m.mode,
+            threads=m.threads,
+            oracle=str(oracles[w.impl == common.FULL]),
+        )
+        estimate[w.label] = info["estimate_s"]
+        m.max_rel_err[w.label] = info["max_rel_err"]
+        m.threads_set[w.label] = info["threads_set"][w.impl]
 
     calls = {i: max(1, math.ceil(args.min_time / max(t, 1e-9))) for i, t in estimate.items()}
-    # Untimed calls before each sample, lasting --settle: when one implementation follows
-    # another, the other's idle BLAS/OpenMP threads go on spinning for a while (numpy's OpenBLAS
-    # for ~0.1 s) and would steal a core from the first calls of the sample.
+    # Untimed calls before each sample, lasting --settle: when one worker follows another, the
+    # other's idle BLAS/OpenMP threads go on spinning for a while (numpy's OpenBLAS for ~0.1 s)
+    # and would steal a core from the first calls of the sample.
     settle = {i: math.ceil(args.settle / max(t, 1e-9)) for i, t in estimate.items()}
-    round_s = sum((calls[i] + settle[i]) * estimate[i] for i in runners)
+    round_s = sum((calls[i] + settle[i]) * estimate[i] for i in estimate)
     rounds = max(MIN_ROUNDS, min(args.repeats, int(args.budget // round_s)))
-    order = list(runners)
-    samples: dict[str, list[float]] = {impl: [] for impl in order}
-    watch = CpuWatch()
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as timeit does: a collection inside one sample is noise, not cost
-    try:
-        for r in range(rounds):
-            for impl in order[r % len(order) :] + order[: r % len(order)]:
-                run, n = runners[impl], calls[impl]
-                for _ in range(settle[impl]):
-                    run()
-                start = time.perf_counter()
-                for _ in range(n):
-                    run()
-                samples[impl].append((time.perf_counter() - start) / n)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    m.samples_s, m.calls_per_sample, m.cpu_others = samples, calls, watch.others()
+    requests = {i: {"settle": settle[i], "calls": calls[i]} for i in estimate}
+    watch = CpuWatch(pids)
+    m.samples_s = workers.run_rounds(team, rounds, requests)
+    m.calls_per_sample, m.cpu_others = calls, watch.others()
 
 
 CEILING_SQUARE = 1024  # the plain sgemm ceiling: M = N = K
+CEILING_MIN_TIME = 0.2  # seconds per probe
+CEILING_RUNS = 3  # probes per figure, the best reported
 
 
 def ceiling_shapes(configs: list[common.Config]) -> list[tuple[str, int, int, int]]:
@@ -189,19 +298,27 @@ def ceiling_shapes(configs: list[common.Config]) -> list[tuple[str, int, int, in
     return shapes
 
 
-def measure_ceilings(args: argparse.Namespace) -> list[dict[str, Any]]:
+def measure_ceilings(args: argparse.Namespace, worker: workers.Worker) -> list[dict[str, Any]]:
     """GFLOP/s of each ceiling shape, OpenBLAS (as found) and the packed micro-kernel, per
-    thread count; the best of 3 runs of about 0.2 s each (a ceiling: the best is the figure)."""
-    from rnncore import _core
-
+    thread count, measured in the ceiling worker; the best of CEILING_RUNS probes of about
+    CEILING_MIN_TIME s each (a ceiling: the best is the figure)."""
     rows = []
     for label, M, N, K in ceiling_shapes(args.configs):
         for n in args.threads:
             row: dict[str, Any] = {"shape": label, "M": M, "N": N, "K": K, "threads": n}
             for kernel in ("blas", "packed"):
-                runs = [_core._gemm_probe(M, N, K, kernel, n, 0.2) for _ in range(3)]
-                row[kernel] = max(r["gflops"] for r in runs)
-                row[f"{kernel}_name"] = runs[0]["kernel"]
+                probe = worker.request(
+                    "ceiling",
+                    REQUEST_TIMEOUT,
+                    M=M,
+                    N=N,
+                    K=K,
+                    kernel=kernel,
+                    threads=n,
+                    min_time=CEILING_MIN_TIME,
+                    runs=CEILING_RUNS,
+                )
+                row[kernel], row[f"{kernel}_name"] = probe["gflops"], probe["kernel"]
             rows.append(row)
             print(
                 f"ceiling {label} {n} thread(s): OpenBLAS {row['blas']:.1f}, "
@@ -220,7 +337,26 @@ def ceiling_for(ceilings: list[dict[str, Any]], threads: int) -> float | None:
     return None
 
 
-def run_all(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
+def worker_specs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(implementation, allocator setting) of every worker process the run needs."""
+    impls = [i for i in common.IMPLS if i != "torch" or common.torch_installed()]
+    if any(cfg.varlen for cfg in args.configs):
+        impls.append(common.FULL)
+    specs = [(impl, setting) for impl in impls for setting in IMPL_SETTINGS[impl]]
+    return specs + ([] if args.no_ceiling else [(CEILING, AS_FOUND)])
+
+
+def _write_oracle(cell: str, config: str, full_length: bool, folder: Path) -> Path:
+    """The float64 reference's outputs saved for the workers (computed once, here)."""
+    path = folder / f"oracle-{cell}-{config}{'-full' if full_length else ''}.npz"
+    if not path.exists():
+        np.savez(path, **common.oracle(cell, config, full_length))
+    return path
+
+
+def run_all(
+    args: argparse.Namespace, pool: workers.Pool, folder: Path
+) -> tuple[list[Measurement], list[str]]:
     """Every requested measurement, and a line for each cell × config that was skipped."""
     measurements, skipped = [], []
     modes = ["fwdbwd", "fwd"] if args.fwd else ["fwdbwd"]
@@ -233,21 +369,17 @@ def run_all(args: argparse.Namespace) -> tuple[list[Measurement], list[str]]:
             impls = [i for i in common.IMPLS if common.unavailable(i, cell, cfg) is None]
             if cfg.varlen:
                 impls.append(common.FULL)  # the same batch at full length, same rounds
-            problem = common.make_problem(cell.name, cfg.name)
+            team = [pool[lb] for impl in impls for lb in labels_of(impl) if lb in pool]
+            oracles = {
+                full: _write_oracle(cell.name, cfg.name, full, folder)
+                for full in ([False, True] if cfg.varlen else [False])
+            }
             for mode in modes:
-                runners = {impl: common.make_runner(impl, problem, mode) for impl in impls}
                 for n in args.threads:
-                    m = Measurement(
-                        cell.name,
-                        cfg.name,
-                        mode,
-                        n,
-                        common.flops(cell, cfg, mode),
-                        common.set_threads(n),
-                    )
+                    m = Measurement(cell.name, cfg.name, mode, n, common.flops(cell, cfg, mode))
                     start = time.perf_counter()
-                    measure(m, runners, args)
-                    times = ", ".join(f"{i} {m.median_ms(i):.3g} ms" for i in runners)
+                    measure(m, team, args, oracles, pool.pids())
+                    times = ", ".join(f"{i} {m.median_ms(i):.3g} ms" for i in m.samples_s)
                     print(
                         f"{cell.name} {cfg.name} {common.MODE_LABELS[mode]} {n} thread(s): "
                         f"{times} [{time.perf_counter() - start:.1f} s]",
@@ -270,9 +402,20 @@ def _ms(value: float | None) -> str:
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _ratio(other: float | None, ours: float | None) -> str:
-    """How many times faster rnncore is than other ('–' when either is missing)."""
-    return "–" if other is None or ours is None else f"{other / ours:.2f}"
+def _times(m: Measurement, impl: str) -> list[str]:
+    """impl's median ms per allocator setting, the faster in bold when there are two."""
+    best = m.best(impl)
+    cells = []
+    for name in labels_of(impl):
+        text = _ms(m.median_ms(name))
+        both = len(labels_of(impl)) > 1 and text != "–"
+        cells.append(f"**{text}**" if both and name == best else text)
+    return cells
+
+
+def _ratio(value: float | None) -> str:
+    """A ratio with two decimals, or '–' when there is none."""
+    return "–" if value is None else f"{value:.2f}"
 
 
 def command_line() -> str:
@@ -289,32 +432,45 @@ def render(
     ceilings: list[dict[str, Any]] | None = None,
 ) -> str:
     """The markdown report: header lines, one table, notes."""
-    reference_limited = all(m.threads_set["reference"] is not None for m in measurements)
+    reference_limited = all(m.threads_set.get("reference") is not None for m in measurements)
     passes = " and ".join(
         common.MODE_LABELS[m] for m in (["fwdbwd", "fwd"] if args.fwd else ["fwdbwd"])
     )
+    hellos = env["workers"]
     lines = [
         f"## rnncore benchmark: {passes}, float32",
         "",
         f"- command: `{command_line()}`",
-        f"- date: {env['date']}; CPU: {env['cpu']} ({env['cpus']} CPUs available)",
-        f"- rnncore {env['rnncore']}; OpenBLAS corename: **{env['corename']}**; "
-        f"OPENBLAS_CORETYPE={env['OPENBLAS_CORETYPE'] or '(unset)'}",
-        f"- torch {env['torch'] or 'not installed'}; numpy {env['numpy']}; Python {env['python']}",
+        f"- date: {env['date']}; CPU: {env['cpu']} ({env['cpus']} CPUs available); "
+        f"threads: {', '.join(map(str, args.threads))}; numpy {env['numpy']}; "
+        f"Python {env['python']}",
+        *workers.header_lines(hellos),
+    ]
+    if not any(h["impl"] == "torch" for h in hellos.values()):
+        lines.append("- torch not installed: its columns are empty")
+    lines += [
         f"- other processes used {env['cpu_during_run']['others']:.0%} of the CPUs during the run"
         f" (hypervisor steal {env['cpu_during_run']['steal']:.0%})",
-        "- threads: rnncore.set_num_threads(n) and torch.set_num_threads(n); reference (NumPy): "
+        "- processes: each column's implementation in its own worker process (benchmarks/"
+        "workers.py), started once for the run; (malloc tuned): that worker started with "
+        + " ".join(f"`{k}={v}`" for k, v in workers.MALLOC_TUNING.items())
+        + "; the GEMM ceilings in one more worker",
+        "- threads: rnncore.set_num_threads(n), torch.set_num_threads(n), each in its worker; "
+        "reference (NumPy): "
         + (
             "its BLAS limited to n with threadpoolctl"
             if reference_limited
             else "**not limited** (threadpoolctl not installed): numpy's BLAS uses its default "
             "thread count in every row"
         ),
-        f"- time: median of {MIN_ROUNDS}-{args.repeats} interleaved rounds (budget "
-        f"{args.budget:g} s, samples of ≥ {args.min_time:g} s, each after {args.settle:g} s of "
-        "untimed calls); every implementation checked against the float64 reference first",
-        "- GFLOP/s: matrix-product FLOPs (fwd 2·T·B·(D+H)·G·H per layer, fwd+bwd 3×) / rnncore "
-        "time; × reference, × torch: their time / rnncore's (> 1: rnncore is faster)",
+        f"- time: median of {MIN_ROUNDS}-{args.repeats} rounds (budget {args.budget:g} s; in "
+        f"each round every worker, in rotating order, takes one sample of ≥ {args.min_time:g} s "
+        f"after {args.settle:g} s of untimed calls); every worker checked against the float64 "
+        "reference first",
+        "- GFLOP/s: matrix-product FLOPs (fwd 2·T·B·(D+H)·G·H per layer, fwd+bwd 3×) / rnncore's "
+        "time at its faster setting (**bold**); × reference, × torch: the median over rounds of "
+        "(their sample / rnncore's sample of the same round), rnncore and torch each at its "
+        "faster setting (> 1: rnncore is faster)",
         "- configs: " + "; ".join(str(c) for c in args.configs),
     ]
     if any(c.varlen for c in args.configs):
@@ -328,33 +484,36 @@ def render(
             "layer 0); y and dx checked, and exactly 0 past each length"
         )
     lines.append("")
-    head = ["cell", "config", "threads", "rnncore ms", "reference ms", "torch ms"]
+    head = ["cell", "config", "threads", *(f"{c} ms" for c in COLUMNS)]
     head += ["rnncore GFLOP/s", "% of ceiling", "× reference", "× torch"]
     if args.fwd:
         head.insert(2, "pass")
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in measurements:
-        ours, ref, torch = (m.median_ms(i) for i in common.IMPLS)
-        gflops = f"{m.flops / (ours * 1e-3) / 1e9:.1f}" if ours else "–"
+        ours = m.best_ms("rnncore")
+        gflops = m.flops / (ours * 1e-3) / 1e9 if ours else None
         threads = f"{m.threads} †" if m.disturbed else str(m.threads)
-        row = [m.cell, m.config, threads, _ms(ours), _ms(ref), _ms(torch)]
+        row = [m.cell, m.config, threads]
+        row += [t for impl in common.IMPLS for t in _times(m, impl)]
         ceiling = ceiling_for(ceilings or [], m.threads)
-        share = f"{m.flops / (ours * 1e-3) / 1e9 / ceiling:.0%}" if ours and ceiling else "–"
-        row += [gflops, share, _ratio(ref, ours), _ratio(torch, ours)]
+        row.append(f"{gflops:.1f}" if gflops else "–")
+        row.append(f"{gflops / ceiling:.0%}" if gflops and ceiling else "–")
+        row += [_ratio(m.ratio("reference")), _ratio(m.ratio("torch"))]
         if args.fwd:
             row.insert(2, common.MODE_LABELS[m.mode])
         lines.append("| " + " | ".join(row) + " |")
 
     if ceilings:
         kernel = ceilings[0]["packed_name"]
+        corename = hellos[CEILING]["corename"]
         lines += [
             "",
-            f"GEMM ceilings, same run (float32 GFLOP/s, best of 3; `% of ceiling` above is "
-            f"rnncore's GFLOP/s over the better kernel's sgemm {CEILING_SQUARE}³ figure at the "
-            f"same thread count). Each thread owns a slice of the N columns in one parallel "
-            f"region with a barrier after each product, as the kernels run; OpenBLAS as found "
-            f"(corename {env['corename']}, one thread per slice) and rnncore's packed "
-            f"micro-kernel ({kernel}):",
+            f"GEMM ceilings, same run, own worker process (float32 GFLOP/s, best of "
+            f"{CEILING_RUNS}; `% of ceiling` above is rnncore's GFLOP/s over the better kernel's "
+            f"sgemm {CEILING_SQUARE}³ figure at the same thread count). Each thread owns a slice "
+            f"of the N columns in one parallel region with a barrier after each product, as the "
+            f"kernels run; OpenBLAS as found (corename {corename}, one thread per slice) and "
+            f"rnncore's packed micro-kernel ({kernel}):",
             "",
             "| GEMM (M×N×K) | threads | OpenBLAS | packed |",
             "|---|---|---|---|",
@@ -391,16 +550,18 @@ LENGTHS_TARGET = 0.6  # issue 12: a random-length batch costs at most this share
 def _lengths_table(measurements: list[Measurement], args: argparse.Namespace) -> list[str]:
     """For configs with random lengths: rnncore's time with them over its time at full length.
 
-    Both are the same kernels on the same batch, timed in the same interleaved rounds; the
-    full-length run (``rnncore-full``) passes lengths=None. Empty when there are none.
+    Both are the same kernels on the same batch, both workers as found, timed in the same
+    rounds; the full-length run (``rnncore-full``) passes lengths=None. The ratio is the median
+    of the per-round ratios. Empty when there are none.
     """
     rows = [m for m in measurements if m.median_ms(common.FULL) and m.median_ms("rnncore")]
     if not rows:
         return []
     lines = [
         "",
-        "Random lengths against full length, rnncore (the same kernels on the same batch with "
-        f"lengths=None, timed in the same rounds; target ≤ {LENGTHS_TARGET:g}×):",
+        "Random lengths against full length, rnncore as found (the same kernels on the same "
+        "batch with lengths=None, timed in the same rounds; ratio: median of the per-round "
+        f"ratios; target ≤ {LENGTHS_TARGET:g}×):",
         "",
     ]
     head = ["cell", "config", "threads", "mean length / T", "ms, lengths", "ms, all T", "ratio"]
@@ -411,13 +572,11 @@ def _lengths_table(measurements: list[Measurement], args: argparse.Namespace) ->
         cfg = common.CONFIGS[m.config]
         lengths = common.lengths_of(cfg)
         share = float(lengths.mean()) / cfg.T if lengths is not None else 1.0
-        ours, full = m.median_ms("rnncore"), m.median_ms(common.FULL)
-        assert ours is not None and full is not None
-        ratio = ours / full
+        ratio = workers.paired_ratio(m.samples_s["rnncore"], m.samples_s[common.FULL])
         mark = "" if ratio <= LENGTHS_TARGET else " ✗"
         threads = f"{m.threads} †" if m.disturbed else str(m.threads)
-        row = [m.cell, m.config, threads, f"{share:.2f}", _ms(ours), _ms(full)]
-        row.append(f"{ratio:.2f}{mark}")
+        row = [m.cell, m.config, threads, f"{share:.2f}"]
+        row += [_ms(m.median_ms("rnncore")), _ms(m.median_ms(common.FULL)), f"{ratio:.2f}{mark}"]
         if args.fwd:
             row.insert(2, common.MODE_LABELS[m.mode])
         lines.append("| " + " | ".join(row) + " |")
@@ -425,7 +584,8 @@ def _lengths_table(measurements: list[Measurement], args: argparse.Namespace) ->
 
 
 def write_plot(measurements: list[Measurement], env: dict[str, Any], path: Path) -> None:
-    """A bar chart of rnncore's speed-up over the reference and torch, per config."""
+    """A bar chart of rnncore's speed-up over the reference and torch, per config (the
+    medians of per-round ratios, each implementation at its faster allocator setting)."""
     import matplotlib  # optional: checked for before the run starts
 
     matplotlib.use("Agg")
@@ -442,9 +602,8 @@ def write_plot(measurements: list[Measurement], env: dict[str, Any], path: Path)
             heights = []
             for config in configs:
                 m = next((m for m in ms if m.config == config and m.threads == n), None)
-                ours = m.median_ms("rnncore") if m else None
-                other = m.median_ms(baseline) if m else None
-                heights.append(other / ours if ours and other else 0.0)
+                ratio = m.ratio(baseline) if m else None
+                heights.append(ratio or 0.0)
             xs = [c + (k - (len(series) - 1) / 2) * width for c in range(len(configs))]
             ax.bar(xs, heights, width, label=f"vs {baseline}, {n} thread(s)")
         ax.axhline(1.0, color="black", linewidth=0.8)
@@ -453,7 +612,8 @@ def write_plot(measurements: list[Measurement], env: dict[str, Any], path: Path)
         ax.set_ylabel("speed-up of rnncore (×)")
         ax.set_title(f"{cell} {common.MODE_LABELS[mode]}")
         ax.legend(fontsize="small")
-    fig.suptitle(f"rnncore, corename {env['corename']}, {env['cpu']}", fontsize="medium")
+    corename = env["workers"]["rnncore"]["corename"]
+    fig.suptitle(f"rnncore, corename {corename}, {env['cpu']}", fontsize="medium")
     fig.tight_layout(rect=(0, 0, 1, 0.97))  # leave room for the suptitle
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -555,17 +715,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmarks, print the table; 1 if an implementation gave a wrong answer."""
+    """Run the benchmarks, print the table; 1 if a worker gave a wrong answer, failed or died."""
     args = parse_args(argv)
-    env = common.environment()  # before any set_threads: the libraries' default thread counts
-    watch = CpuWatch()
-    ceilings = [] if args.no_ceiling else measure_ceilings(args)
+    started = time.perf_counter()
+    env = common.machine()
     try:
-        measurements, skipped = run_all(args)
-    except common.CorrectnessError as error:
+        with (
+            workers.Pool("report", worker_specs(args)) as pool,
+            tempfile.TemporaryDirectory(prefix="rnncore-report-") as folder,
+        ):
+            env["workers"] = {name: w.hello for name, w in pool.workers.items()}
+            watch = CpuWatch(pool.pids())
+            ceilings = [] if args.no_ceiling else measure_ceilings(args, pool[CEILING])
+            measurements, skipped = run_all(args, pool, Path(folder))
+            env["cpu_during_run"] = watch.others()
+    except workers.WorkerError as error:  # WorkerMismatch: a wrong answer
         print(f"error: {error}", file=sys.stderr)
         return 1
-    env["cpu_during_run"] = watch.others()
     print(render(measurements, skipped, env, args, ceilings))
     if args.json:
         settings = vars(args) | {
@@ -583,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     if args.plot and measurements:
         write_plot(measurements, env, args.plot)
-    print(f"done in {time.perf_counter() - watch.start[0]:.0f} s", file=sys.stderr)
+    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0
 
 

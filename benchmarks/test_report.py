@@ -1,14 +1,22 @@
-"""report.py end to end on the smallest config and on tiny random-length stacks, the GEMM
-ceiling probe it uses, and the sampler's matrix-vector probe (train_step.py's sampling
-ceiling)."""
+"""report.py and train_step.py end to end, each implementation in its own worker process (on
+the smallest config and on tiny random-length stacks), the harness's pieces (per-round ratios,
+worker failures), the GEMM ceiling probe report.py uses, and the sampler's matrix-vector probe
+(train_step.py's sampling ceiling)."""
 
 from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
 
 import numpy as np
 import pytest
 
 import common
 import report
+import train_step
+import workers
 from rnncore import _core
 
 # Tiny twins of charrnn-L2-len and charrnn-L2-len-bi, so that CI runs the whole path (every
@@ -17,6 +25,25 @@ TINY = (
     common.Config("tiny-L2-len", 9, 6, 5, 7, 2, varlen=True),
     common.Config("tiny-L2-len-bi", 9, 6, 5, 7, 2, varlen=True, bidirectional=True),
 )
+QUICK = ["--repeats", "3", "--min-time", "0.002", "--settle", "0", "--budget", "0.5"]
+
+
+def table_rows(out: str, prefix: str) -> list[dict[str, str]]:
+    """The rows of the markdown table whose header starts with prefix, as {column: cell}."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(prefix))
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True)))
+    return rows
+
+
+def number(cell: str) -> float:
+    """A table cell's number, without bold or marks."""
+    return float(cell.strip("*").rstrip("x ✗†").strip())
 
 
 @pytest.mark.parametrize("kernel", ["blas", "packed"])
@@ -42,18 +69,64 @@ def test_gemv_probe_measures_a_checked_product():
         _core._gemv_probe(4, 4, 0.0)
 
 
-def test_report_prints_the_table_and_the_ceilings(capsys, monkeypatch):
-    monkeypatch.setattr(report, "CEILING_SQUARE", 64)  # keep the square probe quick
-    argv = ["--cells", "rnn", "--configs", "minchar", "--threads", "1", "--repeats", "3"]
-    argv += ["--min-time", "0.005", "--settle", "0", "--budget", "1"]
-    assert report.main(argv) == 0
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| rnn | minchar | 1")]
-    assert len(rows) == 1, out
-    cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert float(cells[3]) > 0 and cells[7].endswith("%"), rows[0]  # ms, % of ceiling
-    assert "| sgemm 64×64×64 | 1 |" in out
-    assert "| LSTM step minchar (B=1, 4H=400, H=100) | 1 |" in out
+# ---- the harness's pieces -------------------------------------------------------------------
+
+
+def test_ratios_are_medians_of_per_round_ratios():
+    ours, other = [1.0, 2.0, 4.0], [2.0, 2.0, 8.0]  # per round: 2, 1, 2
+    assert workers.paired_ratio(other, ours) == 2.0
+    assert statistics.median(other) / statistics.median(ours) == 1.0  # what it is not
+    with pytest.raises(ValueError, match="paired samples needed: 2 against 3"):
+        workers.paired_ratio([1.0, 2.0], ours)
+    assert workers.rotated(["a", "b", "c"], 4) == ["b", "c", "a"]
+    # Each implementation at its faster allocator setting: rnncore (malloc tuned), torch.
+    m = report.Measurement("rnn", "minchar", "fwdbwd", 1, 1e9)
+    m.samples_s = {
+        "rnncore": [1.0, 1.0, 1.0],
+        "rnncore (malloc tuned)": [0.5, 0.4, 1.0],
+        "reference": [5.0, 2.0, 3.0],
+        "torch": [2.0, 2.0, 1.0],
+        "torch (malloc tuned)": [3.0, 3.0, 3.0],
+    }
+    assert m.best("rnncore") == "rnncore (malloc tuned)" and m.best("torch") == "torch"
+    assert m.ratio("torch") == statistics.median([2 / 0.5, 2 / 0.4, 1 / 1.0]) == 4.0
+    assert m.ratio("reference") == 5.0  # 10, 5, 3
+    assert report._times(m, "rnncore") == ["1000", "**500**"]
+
+
+def test_a_worker_that_dies_or_hangs_or_fails_is_named():
+    argv = [sys.executable, "-c", "import sys; sys.stderr.write('boom\\n'); sys.exit(3)"]
+    w = workers.Worker("report", "rnncore", argv=argv)
+    with pytest.raises(workers.WorkerError) as error:
+        w.request("hello", timeout=60)
+    assert f"worker 'rnncore' (pid {w.pid}) exited with status 3 while serving 'hello'" in str(
+        error.value
+    )
+    assert "its stderr ends:\nboom" in str(error.value)
+    w.close(forward_stderr=False)
+
+    w = workers.Worker(
+        "report", "torch", argv=[sys.executable, "-c", "import time; time.sleep(60)"]
+    )
+    with pytest.raises(workers.WorkerError, match=r"'torch' \(pid \d+\) did not answer 'hello'"):
+        w.request("hello", timeout=0.5)
+    assert w.proc.poll() is not None  # killed
+    w.close()
+
+    w = workers.Worker("report", "reference", workers.MALLOC_TUNED)  # a real one
+    try:
+        hello = w.request("hello", timeout=120)
+        assert hello["pid"] == w.pid != os.getpid()
+        assert hello["allocator"] == workers.MALLOC_TUNING  # set before its Python started
+        with pytest.raises(workers.WorkerError, match="'sample' before 'setup'"):
+            w.request("sample", timeout=60, settle=0, calls=1)
+        with pytest.raises(workers.WorkerError, match="unknown op 'fly'; this worker serves"):
+            w.request("fly", timeout=60)
+    finally:
+        w.close()
+
+
+# ---- report.py end to end ------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -82,24 +155,127 @@ def test_reference_and_packed_torch_match_the_oracle_with_random_lengths(tiny_co
     assert {"weight_ih_l1_reverse", "bias_hh_l0_reverse", "weight_hh_l1"} <= names
 
 
-def test_report_runs_the_random_length_configs(tiny_configs, capsys):
-    argv = ["--configs", ",".join(c.name for c in tiny_configs), "--threads", "1"]
-    argv += ["--repeats", "3", "--min-time", "0.002", "--settle", "0", "--budget", "0.5"]
-    assert report.main([*argv, "--no-ceiling"]) == 0
+def test_report_runs_every_implementation_in_its_own_worker(
+    tiny_configs, capsys, monkeypatch, tmp_path
+):
+    monkeypatch.setattr(report, "CEILING_SQUARE", 64)  # keep the ceiling probes quick
+    monkeypatch.setattr(report, "CEILING_MIN_TIME", 0.01)
+    configs = ["minchar", *(c.name for c in tiny_configs)]
+    argv = ["--configs", ",".join(configs), "--threads", "1", *QUICK]
+    assert report.main([*argv, "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
+    torch = common.torch_installed()
+
+    head = ["cell", "config", "threads", "rnncore ms", "rnncore (malloc tuned) ms"]
+    head += ["reference ms", "torch ms", "torch (malloc tuned) ms", "rnncore GFLOP/s"]
+    head += ["% of ceiling", "× reference", "× torch"]
+    assert "| " + " | ".join(head) + " |" in out
+    rows = {(r["cell"], r["config"]): r for r in table_rows(out, "| cell | config | threads |")}
+    results = json.loads((tmp_path / "r.json").read_text())
+    hellos = results["env"]["workers"]
+    pids = {h["pid"] for h in hellos.values()}
+    assert len(pids) == len(hellos) and os.getpid() not in pids  # one process each
+    assert {n for n, h in hellos.items() if h["allocator"] == workers.MALLOC_TUNING} == {
+        "rnncore (malloc tuned)",
+        *(["torch (malloc tuned)"] if torch else []),
+    }
+    info = hellos["rnncore"]
+    assert f"recurrent kernel **{info['recurrent_kernel']}**" in out
+    assert f"OpenBLAS corename **{info['corename']}**" in out
+    assert "(malloc tuned): `MALLOC_MMAP_THRESHOLD_=33554432` `MALLOC_TRIM_THRESHOLD_" in out
+
+    for m in results["results"]:
+        if common.unavailable("rnncore", common.CELLS[m["cell"]], common.CONFIGS[m["config"]]):
+            continue
+        row, samples = rows[(m["cell"], m["config"])], m["samples_s"]
+        assert len({len(s) for s in samples.values()}) == 1  # one sample each per round
+        for column in ("rnncore", "rnncore (malloc tuned)", "reference"):
+            assert number(row[f"{column} ms"]) > 0, row
+        assert sum(row[f"rnncore{s} ms"].startswith("**") for s in ("", " (malloc tuned)")) == 1
+        assert row["% of ceiling"].endswith("%"), row
+        # The table's ratios: per-round ratios of the same rounds' samples, faster settings.
+        for other in ("reference", "torch") if torch else ("reference",):
+            best = {i: workers.fastest(samples, report.labels_of(i)) for i in ("rnncore", other)}
+            ratio = workers.paired_ratio(samples[best[other]], samples[best["rnncore"]])
+            assert row[f"× {other}"] == f"{ratio:.2f}", (row, samples)
+        assert (row["torch ms"] != "–") == torch, row
+    assert "| sgemm 64×64×64 | 1 |" in out
+    assert "| LSTM step minchar (B=1, 4H=400, H=100) | 1 |" in out
     assert "- random lengths (`-len`, seed-fixed, U[1, T])" in out
-    lines = out.splitlines()
+
+    lengths = {
+        (r["cell"], r["config"]): r for r in table_rows(out, "| cell | config | threads | mean")
+    }
     for cell in common.CELLS.values():
         for cfg in tiny_configs:
             reason = common.unavailable("rnncore", cell, cfg)
             if reason is not None:  # a build without lengths=: skipped with the reason
                 assert f"{cell.name} {cfg.name}: {reason}" in out
                 continue
-            prefix = f"| {cell.name} | {cfg.name} | 1"
-            rows = [line for line in lines if line.startswith(prefix)]
-            assert len(rows) == 2, out  # the main table and the lengths table
-            main, ratio = ([c.strip() for c in r.strip("|").split("|")] for r in rows)
-            assert float(main[3]) > 0 and float(main[4]) > 0, rows[0]  # rnncore, reference ms
-            assert main[5] != "–" or not common.torch_installed(), rows[0]
+            row = lengths[(cell.name, cfg.name)]
             share = float(np.mean(common.lengths_of(cfg))) / cfg.T
-            assert ratio[3] == f"{share:.2f}" and float(ratio[6].rstrip(" ✗")) > 0, rows[1]
+            assert row["mean length / T"] == f"{share:.2f}" and number(row["ratio"]) > 0, row
+
+
+def test_without_torch_its_columns_are_empty(capsys, monkeypatch):
+    monkeypatch.setattr(common, "torch_installed", lambda: False)
+    argv = ["--cells", "rnn", "--configs", "minchar", "--threads", "1", "--no-ceiling", *QUICK]
+    assert report.main(argv) == 0
+    out = capsys.readouterr().out
+    (row,) = table_rows(out, "| cell | config | threads |")
+    assert row["torch ms"] == row["torch (malloc tuned) ms"] == row["× torch"] == "–", row
+    assert number(row["reference ms"]) > 0 and number(row["× reference"]) > 0, row
+    assert "- torch not installed: its columns are empty" in out
+
+
+def test_a_wrong_answer_in_a_worker_stops_the_run(capsys, monkeypatch):
+    real = common.oracle
+
+    def wrong(*key):
+        out = dict(real(*key))
+        out["y"] = out["y"] * 1.01  # the reference the workers get, 1% off
+        return out
+
+    monkeypatch.setattr(common, "oracle", wrong)
+    monkeypatch.setattr(common, "torch_installed", lambda: False)  # fewer workers to start
+    argv = ["--cells", "rnn", "--configs", "minchar", "--threads", "1", "--no-ceiling", *QUICK]
+    assert report.main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "error: worker 'rnncore' (pid " in captured.err
+    assert "failed at 'setup': CorrectnessError: rnncore rnn minchar" in captured.err
+    assert "differs from the float64 reference: y: relative error" in captured.err
+
+
+def test_a_worker_that_cannot_start_stops_the_run(capsys, monkeypatch):
+    monkeypatch.setattr(
+        report, "worker_specs", lambda args: [("reference", "as found"), ("bogus", "as found")]
+    )
+    argv = ["--cells", "rnn", "--configs", "minchar", "--threads", "1", "--no-ceiling", *QUICK]
+    assert report.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: worker 'bogus' (pid " in err and "while serving 'hello'" in err
+    assert "ValueError: unknown implementation 'bogus'" in err
+
+
+# ---- train_step.py end to end --------------------------------------------------------------
+
+
+def test_train_step_times_every_worker(capsys):
+    argv = ["--threads", "1", "--steps", "2", "--rounds", "3", "--settle", "0"]
+    assert train_step.main([*argv, "--sample-chars", "200"]) == 0
+    out = capsys.readouterr().out
+    (row,) = table_rows(out, "| threads |")
+    for impl in ("rnncore", "torch"):
+        tuned = f"{impl} (malloc tuned) ms"
+        if impl == "torch" and not common.torch_installed():
+            assert row[f"{impl} ms"] == row[tuned] == "–", row
+            continue
+        assert number(row[f"{impl} ms"]) > 0 and number(row[tuned]) > 0, row
+        assert (row[f"{impl} ms"].startswith("**")) != (row[tuned].startswith("**")), row
+        assert number(row[f"{impl} steps/s"]) > 0, row
+    if common.torch_installed():
+        assert row["speed-up"].endswith("x") and number(row["speed-up"]) > 0, row
+    assert "recurrent kernel **" in out and "OpenBLAS corename **" in out
+    assert "(malloc tuned): started with `MALLOC_MMAP_THRESHOLD_=33554432`" in out
+    assert "sampling, 1 thread:" in out and "% of it" in out

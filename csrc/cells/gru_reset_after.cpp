@@ -14,6 +14,7 @@
 // forward_block and backward_block are the portable path and float64's.
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <type_traits>
 
@@ -113,14 +114,16 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   if (empty_sequence(n)) return;
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
-  const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
+  const PackArena<T> arena(n.H, G * n.H, nt);                 // h W_hh^T for all three gates
+  const PackArena<T> in_arena(n.D, a.ids ? 0 : G * n.H, nt);  // x W_ih^T
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
@@ -149,6 +152,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(G * n.H, n.H, nt);  // d(gh) W_hh for this thread's units
+  const PackCopies<T> w_ih_copies(G * n.H, f.ids ? 0 : n.D, nt);  // for dx
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
@@ -159,11 +163,15 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
     // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
+    // b_hh's gradient (blocked order, this thread's gate columns) is summed step by step.
+    T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
+    std::fill(s_bh + G * j0, s_bh + G * j1, T(0));
     for (int t = n.steps() - 1; t >= 0; --t) {
       with_dy(a.dy, [&](auto has_dy) {
         for_unit_blocks(g3, s.k0, s.k1,
                         [&](int k, auto w) { backward_block(a, t, k, w, has_dy, pk); });
       });
+      add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, G * j0, G * j1);
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
       rec.run(dh, n.H, dgh + n.at(t) * H3, G * n.H, n.rows(t), true);
@@ -172,16 +180,14 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     // Whole-sequence weight gradients of this thread's units, blocked into the scratch, then
     // put back in PyTorch's row order.
     if (j1 > j0) {
-      T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
                                a.scratch.dw_onehot, n, j0, j1);
       gemm_rows<T>(G * j0, G * j1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
-      col_sums<T>(s_bh, dgh, N, H3, G * j0, G * j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, j0, j1);
       unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -163,6 +163,7 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
   const int nt = cell_threads(n, G);
   // h W_rz^T (2H columns) and (r ⊙ h) W_hn^T (H columns).
   const PackArena<T> arena(n.H, 2 * n.H, nt), arena_n(n.H, n.H, nt);
+  const PackArena<T> in_arena(n.D, a.ids ? 0 : G * n.H, nt);  // x W_ih^T
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -170,7 +171,8 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, 2 * s.j0, 2 * s.j1, s.p);
     const StepGemm<T> rec_n = arena_n.slice(w_hn, n.H, true, s.j0, s.j1, s.p);
     // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
@@ -204,6 +206,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
   const int nt = cell_threads(n, G);
   // d(gh_rz) W_rz (K = 2H) for this thread's units, and d(n_pre) W_hn.
   const PackArena<T> arena(2 * n.H, n.H, nt), arena_n(n.H, n.H, nt);
+  const PackCopies<T> w_ih_copies(G * n.H, f.ids ? 0 : n.D, nt);  // for dx
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
   {
@@ -245,7 +248,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       col_sums<T>(g.db_hh + H2, dgh + H2, N, H3, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -116,7 +117,7 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
   const idx H = n.H, GH = G * H;
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
-  const PackArena<T> arena(n.H, G * n.H, nt);
+  const PackArena<T> arena(n.H, G * n.H, nt), in_arena(n.D, a.ids ? 0 : G * n.H, nt);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -124,7 +125,8 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection of all N rows that run, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1);
+    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
       const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
@@ -167,6 +169,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
   const int nt = cell_threads(n, G), N = n.N();
   const PackArena<T> arena(G * n.H, n.H, nt);
+  const PackCopies<T> w_ih_copies(G * n.H, f.ids ? 0 : n.D, nt);  // for dx
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -178,6 +181,9 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // not active yet (lengths) keeps dh_n, dc_n until its last step.
     copy_or_zero_cols(g.dc0, a.dc_n, n.B, n.H, j0, j1);
     copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
+    // The bias gradient (blocked order, this thread's gate columns) is summed step by step.
+    T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
+    std::fill(s_b + G * j0, s_b + G * j1, T(0));
     for (int t = n.steps() - 1; t >= 0; --t) {
       const T *dy_t = a.dy ? a.dy + n.at(t) * H : nullptr;
       const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
@@ -199,6 +205,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
                                         gb, k, w, has_dy, M, n.H);
           });
         });
+      add_col_sums<T>(s_b, dgates + n.at(t) * GH, M, GH, G * j0, G * j1);
 #pragma omp barrier
       // dh_{t-1}[:, j0:j1] needs every gate column of dgates[t]: after the barrier.
       rec.run(t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, M, false);
@@ -210,17 +217,15 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // the blocked order into the scratch, then put back in PyTorch's order.
     if (j1 > j0) {
       const int c0 = G * j0, c1 = G * j1;
-      T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
       input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
                            a.scratch.dw_onehot);
       gemm_rows<T>(c0, c1, true, false, n.H, N, dgates, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
-      col_sums<T>(s_b, dgates, N, GH, c0, c1);
       unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, j0, j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, j0, j1);
       unblock_gate_rows<T>(g.db, s_b, gb, 1, j0, j1);
     }
     // dx = dgates W_ih: the sum over gates does not care about their order.
-    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s);
+    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

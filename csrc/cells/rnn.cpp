@@ -18,6 +18,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -105,14 +106,14 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
   const int nt = cell_threads(n, 1);
-  const PackArena<T> arena(n.H, n.H, nt);
+  const PackArena<T> arena(n.H, n.H, nt), in_arena(n.D, a.ids ? 0 : n.H, nt);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
     // Input projection of all N rows that run, this thread's columns: hs[:, j0:j1] = x W_ih^T
-    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1);
+    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1, in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
       T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
@@ -139,6 +140,7 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
   T *dpre = a.scratch.dpre;  // (T,B,H), or (N,H) with lengths
   const int nt = cell_threads(n, 1), N = n.N(), Ts = n.steps();
   const PackArena<T> arena(n.H, n.H, nt);
+  const PackCopies<T> w_ih_copies(n.H, ids ? 0 : n.D, nt);  // for dx
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -155,6 +157,11 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
     dh_n_rows(last, 0, n.rows(Ts - 1));
     activate_backward<T>(last, a.dy ? a.dy + n.at(Ts - 1) * H : nullptr,
                          states + BH + n.at(Ts - 1) * H, a.act, n.rows(Ts - 1), n.H, j0, j1);
+    // The bias gradient, this thread's units, summed step by step while each step is in cache.
+    if (g.db) {
+      std::fill(g.db + j0, g.db + j1, T(0));
+      add_col_sums<T>(g.db, last, n.rows(Ts - 1), H, j0, j1);
+    }
 #pragma omp barrier
     for (int t = Ts - 1; t >= 0; --t) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place; the
@@ -162,9 +169,11 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       T *g_prev = t > 0 ? dpre + n.at(t - 1) * H : g.dh0;  // (rows(t-1),H)
       rec.run(g_prev, n.H, dpre + n.at(t) * H, n.H, n.rows(t), false);
       dh_n_rows(g_prev, n.rows(t), t > 0 ? n.rows(t - 1) : n.B);
-      if (t > 0)
+      if (t > 0) {
         activate_backward<T>(g_prev, a.dy ? a.dy + n.at(t - 1) * H : nullptr,
                              states + BH + n.at(t - 1) * H, a.act, n.rows(t - 1), n.H, j0, j1);
+        if (g.db) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
+      }
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
@@ -173,8 +182,7 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, j0, j1, a.scratch.dw_onehot);
       gemm_rows<T>(j0, j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
     }
-    if (g.db) col_sums<T>(g.db, dpre, N, H, j0, j1);
-    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s);
+    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -19,16 +19,20 @@
 
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/step_gemm.h"
 
 namespace rnncore {
 
-// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection.
+// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection. Dense input runs on
+// the step product's kernel (common/step_gemm.h): W's rows [c0, c1) packed into thread p's slice
+// of `arena` (K = D, N = G*H), so float32 takes the packed micro-kernel (no beta pass, no
+// per-call packing of x), float64 OpenBLAS.
 template <typename T>
 void input_projection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int TB,
-                      int D, int c0, int c1) {
+                      int D, int c0, int c1, const PackArena<T> &arena, int p) {
   if (c1 <= c0) return;
   if (!ids) {
-    gemm_cols<T>(c0, c1, false, true, TB, D, x, D, w, D, T(0), out, ldo);
+    arena.slice(w, D, true, c0, c1, p).run(out, ldo, x, D, TB, false);
     return;
   }
   const int N = ldo;  // one-hot callers pass the full gate width as ldo: Wt is (D, ldo)

@@ -235,14 +235,21 @@ void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, cons
         std::fill(c + static_cast<idx>(m) * ldc, c + static_cast<idx>(m) * ldc + N, 0.0f);
     return;
   }
-  // Panel-outer: one panel (K x NR floats) stays in cache while every row block uses it.
-  for (int j0 = 0; j0 < N; j0 += pi.nr) {
-    const int nb = std::min(pi.nr, N - j0);
-    const float *panel = packed + static_cast<idx>(j0) * K;
-    for (int m0 = 0; m0 < M; m0 += pi.mr) {
-      const int rows = std::min(pi.mr, M - m0);
-      pi.table[rows](a + static_cast<idx>(m0) * lda, lda, panel, K,
-                     c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
+  // Row chunks of 16 row blocks (a few dozen KB of A, kept in L2 while every panel passes over
+  // them), then panel-outer inside a chunk: one panel (K x NR floats) stays in L1 while every
+  // row block of the chunk uses it. A step's product (M <= 16 MR) is a single chunk. Each
+  // element of C is still one dot product in k order: the chunking changes no result.
+  const int chunk = 16 * pi.mr;
+  for (int mc = 0; mc < M; mc += chunk) {
+    const int m_end = std::min(M, mc + chunk);
+    for (int j0 = 0; j0 < N; j0 += pi.nr) {
+      const int nb = std::min(pi.nr, N - j0);
+      const float *panel = packed + static_cast<idx>(j0) * K;
+      for (int m0 = mc; m0 < m_end; m0 += pi.mr) {
+        const int rows = std::min(pi.mr, m_end - m0);
+        pi.table[rows](a + static_cast<idx>(m0) * lda, lda, panel, K,
+                       c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
+      }
     }
   }
 }

@@ -18,6 +18,7 @@
 #include "common/blas.h"
 #include "common/gates.h"
 #include "common/packing.h"
+#include "common/step_gemm.h"
 #include "common/threading.h"
 #include "common/workspace.h"
 
@@ -207,6 +208,17 @@ inline void with_dy(const void *dy, F &&f) {
     f(std::false_type{});
 }
 
+// out[c0:c1] += column sums over `rows` rows of src (leading dimension ld): one step's share of
+// a bias gradient, summed inside the time loop while the step's rows are still in cache.
+template <typename T>
+void add_col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
+  for (idx i = 0; i < rows; ++i) {
+    const T *row = src + i * ld;
+#pragma omp simd
+    for (int c = c0; c < c1; ++c) out[c] += row[c];
+  }
+}
+
 // out[c0:c1] = column sums over `rows` rows of src (leading dimension ld): a bias gradient.
 template <typename T>
 void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
@@ -219,13 +231,17 @@ void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
 }
 
 // dx (R,D) = g (R,GH) W_ih (GH,D) over the R rows that ran, this thread's rows: every column of
-// g is complete once the time loop is over, so the rows split evenly. No dx for one-hot input.
+// g is complete once the time loop is over, so the rows split evenly. Each thread runs on its own
+// packed copy of W_ih (`copies`: K = GH, N = D). No dx for one-hot input.
 template <typename T>
 void input_grad_rows(T *dx, const T *g, int GH, const T *w_ih, const std::int32_t *ids, int R,
-                     int D, const ThreadSlice &s) {
+                     int D, const ThreadSlice &s, const PackCopies<T> &copies) {
   if (ids) return;
   const Range rows = split(R, s.np, s.p, 1);
-  gemm_rows<T>(rows.begin, rows.end, false, false, D, GH, g, GH, w_ih, D, T(0), dx, D);
+  if (rows.end <= rows.begin) return;
+  copies.copy(w_ih, D, false, s.p)
+      .run(dx + static_cast<idx>(rows.begin) * D, D, g + static_cast<idx>(rows.begin) * GH, GH,
+           rows.end - rows.begin, false);
 }
 
 }  // namespace rnncore

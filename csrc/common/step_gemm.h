@@ -1,4 +1,5 @@
-// The recurrent product of one time step, restricted to one thread's columns:
+// The recurrent product of one time step (and the input side's big products), restricted to one
+// thread's columns:
 //
 //   C[:, c0:c1] (+)= A (M x K) . op(W)[:, c0:c1],   op(W) = W^T (trans) or W
 //
@@ -81,6 +82,38 @@ class PackArena {
  private:
   GemmPath path_;
   int nr_, K_;
+  Block block_;
+};
+
+// Whole copies of op(W), one per thread, for a product each thread runs over all columns on its
+// own rows (dx = dgates W_ih): allocated before the region, each thread packs its own copy.
+template <typename T>
+class PackCopies {
+ public:
+  PackCopies(int K, int N, int threads)
+      : path_(std::is_same_v<T, float> ? gemm_path() : GemmPath::Blas),
+        K_(K),
+        N_(N),
+        stride_(path_ == GemmPath::Blas ? 0 : packed_floats(K, N, packed_nr(path_))),
+        block_(stride_ * static_cast<std::size_t>(threads) * sizeof(float)) {}
+
+  // Thread p's StepGemm over every column of op(W); packs them (float32) on the calling thread.
+  StepGemm<T> copy(const T *w, int ldw, bool trans, int p) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (path_ != GemmPath::Blas && N_ > 0) {
+        float *dst = block_.as<float>() + stride_ * static_cast<std::size_t>(p);
+        pack_panels(dst, w, ldw, trans, K_, 0, N_, packed_nr(path_));
+        return StepGemm<T>(w, ldw, trans, K_, 0, N_, dst, path_);
+      }
+    }
+    (void)p;
+    return StepGemm<T>(w, ldw, trans, K_, 0, N_, nullptr, GemmPath::Blas);
+  }
+
+ private:
+  GemmPath path_;
+  int K_, N_;
+  std::size_t stride_;
   Block block_;
 };
 

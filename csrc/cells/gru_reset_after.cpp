@@ -126,8 +126,9 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
                         in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
-      rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
-      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_block(a, t, hp, k, w, pk); });
+      // Each tile of the product (gh = h_{t-1} W_hh^T), then its units' update.
+      fused_step(rec, a.gh, G * n.H, hp, n.H, n.rows(t), false, g3, G * kUnitBlock, s,
+                 [&](int k, auto w) { forward_block(a, t, hp, k, w, pk); });
 #pragma omp barrier
     }
   }

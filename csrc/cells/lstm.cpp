@@ -132,20 +132,17 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
       const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
       T *g = a.gates + n.at(t) * GH;                             // (rows(t),4H)
       const int M = n.rows(t);
-      rec.run(g, G * n.H, h_prev, n.H, M, true);
-      bool done = false;
-      if constexpr (std::is_same_v<T, float>)
-        if (pk) {
-          for (int k = s.k0; k < s.k1; ++k)
-            pk->lstm_forward(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb.begin(k),
-                             k * kUnitBlock, gb.width(k), M, n.H);
-          done = true;
-        }
-      if (!done)
-        for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-          lstm_cell_block<T>(g, a.cs + n.at(t) * H, a.hs + n.at(t) * H, c_prev, a.bias, gb, k, w, M,
+      T *c = a.cs + n.at(t) * H, *h = a.hs + n.at(t) * H;
+      // Each tile of the product (gates += h_{t-1} W_hh^T), then its units' update.
+      fused_step(rec, g, G * n.H, h_prev, n.H, M, true, gb, G * kUnitBlock, s, [&](int k, auto w) {
+        if constexpr (std::is_same_v<T, float>)
+          if (pk) {
+            pk->lstm_forward(g, c, h, c_prev, a.bias, gb.begin(k), k * kUnitBlock, gb.width(k), M,
                              n.H);
-        });
+            return;
+          }
+        lstm_cell_block<T>(g, c, h, c_prev, a.bias, gb, k, w, M, n.H);
+      });
 #pragma omp barrier
     }
   }
@@ -184,31 +181,38 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // The bias gradient (blocked order, this thread's gate columns) is summed step by step.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
     std::fill(s_b + G * j0, s_b + G * j1, T(0));
-    for (int t = n.steps() - 1; t >= 0; --t) {
+    // Block k of step t's pointwise backward: dgates[t] and dc_{t-1} from dh (+ dy) and dc.
+    auto pointwise = [&](int t, int k, auto w) {
       const T *dy_t = a.dy ? a.dy + n.at(t) * H : nullptr;
       const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
-      const int M = n.rows(t);
-      bool done = false;
+      const T *c_t = c_states + BH + n.at(t) * H, *gates_t = gates + n.at(t) * GH;
+      T *dgates_t = dgates + n.at(t) * GH;
       if constexpr (std::is_same_v<T, float>)
         if (pk) {
-          for (int k = s.k0; k < s.k1; ++k)
-            pk->lstm_backward(dgates + n.at(t) * GH, g.dc0, dh, dy_t, gates + n.at(t) * GH,
-                              c_states + BH + n.at(t) * H, c_prev, gb.begin(k), k * kUnitBlock,
-                              gb.width(k), M, n.H);
-          done = true;
+          pk->lstm_backward(dgates_t, g.dc0, dh, dy_t, gates_t, c_t, c_prev, gb.begin(k),
+                            k * kUnitBlock, gb.width(k), n.rows(t), n.H);
+          return;
         }
-      if (!done)
-        with_dy(dy_t, [&](auto has_dy) {
-          for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) {
-            lstm_cell_block_backward<T>(dgates + n.at(t) * GH, g.dc0, dh, dy_t,
-                                        gates + n.at(t) * GH, c_states + BH + n.at(t) * H, c_prev,
-                                        gb, k, w, has_dy, M, n.H);
-          });
-        });
-      add_col_sums<T>(s_b, dgates + n.at(t) * GH, M, GH, G * j0, G * j1);
+      with_dy(dy_t, [&](auto has_dy) {
+        lstm_cell_block_backward<T>(dgates_t, g.dc0, dh, dy_t, gates_t, c_t, c_prev, gb, k, w,
+                                    has_dy, n.rows(t), n.H);
+      });
+    };
+    const int last = n.steps() - 1;
+    for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) { pointwise(last, k, w); });
+    add_col_sums<T>(s_b, dgates + n.at(last) * GH, n.rows(last), GH, G * j0, G * j1);
 #pragma omp barrier
-      // dh_{t-1}[:, j0:j1] needs every gate column of dgates[t]: after the barrier.
-      rec.run(t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, M, false);
+    for (int t = last; t >= 0; --t) {
+      // dh_{t-1}[:, j0:j1] = dgates[t] W_hh needs every gate column of dgates[t] (after the
+      // barrier); each tile of it feeds step t-1's pointwise of its units at once.
+      fused_step(rec, t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, n.rows(t), false, gb,
+                 kUnitBlock, s, [&](int k, auto w) {
+                   if (t > 0) pointwise(t - 1, k, w);
+                 });
+      if (t > 0) {
+        add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
+#pragma omp barrier
+      }
     }
     // Rows of length 0 (lengths): dh0 = dh_n.
     if (n.rows(0) < n.B)

@@ -117,8 +117,12 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
     for (int t = 0; t < n.steps(); ++t) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
       T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
-      rec.run(h, n.H, h_prev, n.H, n.rows(t), true);
-      activate<T>(h, a.bias, a.act, n.rows(t), n.H, s.j0, s.j1, pk);
+      // Each tile of the product (h += h_{t-1} W_hh^T), then its units' activation.
+      fused_step(rec, h, n.H, h_prev, n.H, n.rows(t), true, GateBlocks{n.H, 1}, kUnitBlock, s,
+                 [&](int k, auto w) {
+                   const int u0 = k * kUnitBlock;
+                   activate<T>(h, a.bias, a.act, n.rows(t), n.H, u0, u0 + int(w), pk);
+                 });
 #pragma omp barrier
     }
   }
@@ -167,13 +171,18 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place; the
       // rows that end at step t-1 (or have length 0) start from dh_n.
       T *g_prev = t > 0 ? dpre + n.at(t - 1) * H : g.dh0;  // (rows(t-1),H)
-      rec.run(g_prev, n.H, dpre + n.at(t) * H, n.H, n.rows(t), false);
+      // The rows the product does not reach first, then each tile of the product followed by
+      // its units' derivative (step t-1).
       dh_n_rows(g_prev, n.rows(t), t > 0 ? n.rows(t - 1) : n.B);
-      if (t > 0) {
-        activate_backward<T>(g_prev, a.dy ? a.dy + n.at(t - 1) * H : nullptr,
-                             states + BH + n.at(t - 1) * H, a.act, n.rows(t - 1), n.H, j0, j1);
-        if (g.db) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
-      }
+      fused_step(rec, g_prev, n.H, dpre + n.at(t) * H, n.H, n.rows(t), false, GateBlocks{n.H, 1},
+                 kUnitBlock, s, [&](int k, auto w) {
+                   if (t == 0) return;
+                   const int u0 = k * kUnitBlock;
+                   activate_backward<T>(g_prev, a.dy ? a.dy + n.at(t - 1) * H : nullptr,
+                                        states + BH + n.at(t - 1) * H, a.act, n.rows(t - 1), n.H,
+                                        u0, u0 + int(w));
+                 });
+      if (t > 0 && g.db) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):

@@ -186,6 +186,38 @@ inline ThreadSlice thread_slice(int H) {
   return {np, p, r.begin, r.end, r.begin / kUnitBlock, (r.end + kUnitBlock - 1) / kUnitBlock};
 }
 
+// The fused step: the step product tile by tile, each tile followed at once by the pointwise
+// work that reads it, while it is still in L1 (as oneDNN's post-GEMM fusion). A tile is the
+// smallest run of this thread's unit blocks [s.k0, s.k1) whose product columns (cols_per_block
+// each: G*16 for a forward's gates, 16 for a backward's dh) fill whole panels of the packed
+// kernel; f(k, w) then runs for each block of the tile (for_unit_blocks). On OpenBLAS (float64)
+// one product covers every column, then every block. Results are those of one product followed
+// by every block: each element of the product is the same dot product either way.
+template <typename T, typename F>
+void fused_step(const StepGemm<T> &rec, T *c, int ldc, const T *a, int lda, int M, bool acc,
+                GateBlocks gb, int cols_per_block, const ThreadSlice &s, F &&f) {
+  const int nr = rec.panel();
+  int per_tile = s.k1 - s.k0;  // OpenBLAS: one tile
+  if (nr > 0) {
+    int g = nr, b = cols_per_block;  // tile = lcm(nr, cols_per_block) columns
+    while (b != 0) {
+      const int r = g % b;
+      g = b, b = r;
+    }
+    per_tile = nr / g;
+  }
+  const int units_end = std::min(gb.H, kUnitBlock * s.k1);
+  per_tile = std::max(per_tile, 1);
+  for (int k = s.k0; k < s.k1; k += per_tile) {
+    const int ke = std::min(s.k1, k + per_tile);
+    const int u0 = kUnitBlock * k, u1 = std::min(units_end, kUnitBlock * ke);
+    const int off = (u0 - kUnitBlock * s.k0) / kUnitBlock * cols_per_block;
+    const int cols = (u1 - u0) * (cols_per_block / kUnitBlock);
+    rec.run_part(c, ldc, a, lda, M, acc, off, cols);
+    for_unit_blocks(gb, k, ke, f);
+  }
+}
+
 // Columns [j0, j1) of dst (B,H) = src, or zeros where src is nullptr: a thread's own units of an
 // incoming state gradient.
 template <typename T>

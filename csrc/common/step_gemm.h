@@ -26,20 +26,35 @@ class StepGemm {
       : w_(w), ldw_(ldw), trans_(trans), K_(K), c0_(c0), c1_(c1), packed_(packed), path_(path) {}
 
   void run(T *c, int ldc, const T *a, int lda, int M, bool accumulate) const {
-    if (c1_ <= c0_ || M <= 0) return;
+    run_part(c, ldc, a, lda, M, accumulate, 0, c1_ - c0_);
+  }
+
+  // Columns [c0 + off, c0 + off + cols) only; on the packed path off is a multiple of panel().
+  void run_part(T *c, int ldc, const T *a, int lda, int M, bool accumulate, int off,
+                int cols) const {
+    if (cols <= 0 || M <= 0) return;
     if constexpr (std::is_same_v<T, float>) {
       if (packed_) {
-        gemm_packed(path_, c + c0_, ldc, a, lda, packed_, M, c1_ - c0_, K_, accumulate);
+        gemm_packed(path_, c + c0_ + off, ldc, a, lda,
+                    packed_ + static_cast<std::ptrdiff_t>(off) * K_, M, cols, K_, accumulate);
         return;
       }
     }
     const T beta = accumulate ? T(1) : T(0);
-    const std::ptrdiff_t c0 = c0_;
+    const int c0 = c0_ + off, c1 = c0 + cols;
     if (M == 1)
-      gemv<T>(!trans_, trans_ ? c1_ - c0_ : K_, trans_ ? K_ : c1_ - c0_, T(1),
-              trans_ ? w_ + c0 * ldw_ : w_ + c0, ldw_, a, beta, c + c0);
+      gemv<T>(!trans_, trans_ ? c1 - c0 : K_, trans_ ? K_ : c1 - c0, T(1),
+              trans_ ? w_ + static_cast<std::ptrdiff_t>(c0) * ldw_ : w_ + c0, ldw_, a, beta,
+              c + c0);
     else
-      gemm_cols<T>(c0_, c1_, false, trans_, M, K_, a, lda, w_, ldw_, beta, c, ldc);
+      gemm_cols<T>(c0, c1, false, trans_, M, K_, a, lda, w_, ldw_, beta, c, ldc);
+  }
+
+  // Panel width of the packed path (its column tiles), 0 on OpenBLAS.
+  int panel() const {
+    if constexpr (std::is_same_v<T, float>)
+      if (packed_) return packed_nr(path_);
+    return 0;
   }
 
  private:

@@ -368,13 +368,32 @@ def make_runner(impl: str, problem: Problem, mode: str) -> Runner:
     if impl == FULL:
         if not problem.cfg.by_kernels:
             raise ValueError(f"{FULL} is for configs with random lengths, not {problem.cfg.name}")
-        return _kernel_stack_runner(rnncore, dataclasses.replace(problem, lengths=None), mode)
+        return _pooled(
+            _kernel_stack_runner(rnncore, dataclasses.replace(problem, lengths=None), mode)
+        )
     module = rnncore if impl == "rnncore" else reference
     if problem.cfg.by_kernels:
-        return _kernel_stack_runner(module, problem, mode)
-    if problem.cfg.is_stack:
-        return _stack_runner(module, problem, mode)
-    return _functional_runner(module, problem, mode)
+        run = _kernel_stack_runner(module, problem, mode)
+    elif problem.cfg.is_stack:
+        return _stack_runner(module, problem, mode)  # the stack holds its own pool
+    else:
+        run = _functional_runner(module, problem, mode)
+    return _pooled(run) if module is rnncore else run
+
+
+def _pooled(run: Runner) -> Runner:
+    """run inside a WorkspacePool of its own, as a loop calling rnncore's kernels should be: the
+    buffers of one call are reused by the next (the stacks hold such a pool themselves)."""
+    make_pool = getattr(rnncore, "WorkspacePool", None)
+    if make_pool is None:  # an rnncore build from before the pools
+        return run
+    pool = make_pool()
+
+    def pooled() -> Outputs:
+        with pool:
+            return run()
+
+    return pooled
 
 
 def _functional_runner(module: ModuleType, problem: Problem, mode: str) -> Runner:

@@ -168,7 +168,7 @@ def test_report_runs_every_implementation_in_its_own_worker(
 
     head = ["cell", "config", "threads", "rnncore ms", "rnncore (malloc tuned) ms"]
     head += ["reference ms", "torch ms", "torch (malloc tuned) ms", "rnncore GFLOP/s"]
-    head += ["% of ceiling", "× reference", "× torch"]
+    head += ["% of ceiling", "% of step ceiling", "× reference", "× torch"]
     assert "| " + " | ".join(head) + " |" in out
     rows = {(r["cell"], r["config"]): r for r in table_rows(out, "| cell | config | threads |")}
     results = json.loads((tmp_path / "r.json").read_text())

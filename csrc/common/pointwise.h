@@ -67,6 +67,10 @@ struct PointwiseKernels {
   // y = tanh(x) or sigmoid(x), n elements (tests and probes).
   void (*tanh)(float *y, const float *x, std::ptrdiff_t n);
   void (*sigmoid)(float *y, const float *x, std::ptrdiff_t n);
+  // The sampler's matrix-vector product: nb blocks of 32 rows packed [cols][32], `stride`
+  // floats apart; acc (32 nb) = each block's rows times x (cols), summed over j in order.
+  void (*column_sums)(float *acc, const float *blk, std::ptrdiff_t stride, const float *x, int cols,
+                      int nb);
 };
 
 PointwisePath pointwise_path();            // the path the float32 pointwise passes use

@@ -102,6 +102,7 @@ inline V pow2_bits(V t) {
 }
 #undef RNNCORE_V2
 
+constexpr int kSamplerBlocks = 2;  // sampler row blocks per pass: 8 ymm
 #include "common/pointwise_simd.h"
 
 }  // namespace

@@ -83,6 +83,7 @@ inline V pow2_bits(V t) {
       _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(127)), 23))};
 }
 
+constexpr int kSamplerBlocks = 4;  // sampler row blocks per pass: 8 zmm
 #include "common/pointwise_simd.h"
 #pragma GCC diagnostic pop
 

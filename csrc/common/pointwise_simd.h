@@ -267,6 +267,36 @@ void rnn_tanh(float *h, const float *bias, int B, int H, int j0, int j1) {
   }
 }
 
+// The sampler's matrix-vector product (lm/sample.cpp) over nb packed blocks of 32 rows, each
+// [cols][32], `stride` floats apart: acc[32 b + i] = sum over j of x[j] blk_b[j][i], j in
+// order (the same FMAs in the same order as one block at a time: results do not change). Two
+// blocks per pass (kSamplerBlocks, set by each unit: as many as its registers hold), then pairs,
+// then one: at one block the accumulator chains wait on the FMA latency.
+template <int NB>
+inline void column_sums_n(float *acc, const float *blk, idx stride, const float *x, int cols) {
+  V a[2 * NB];
+#pragma GCC unroll 8
+  for (int i = 0; i < 2 * NB; ++i) a[i] = set1(0.0f);
+  for (int j = 0; j < cols; ++j, blk += 32) {
+    const V xj = set1(x[j]);
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; ++b) {
+      a[2 * b] = fmadd(xj, load(blk + b * stride), a[2 * b]);
+      a[2 * b + 1] = fmadd(xj, load(blk + b * stride + 16), a[2 * b + 1]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 2 * NB; ++i) store(acc + 16 * i, a[i]);
+}
+
+void column_sums(float *acc, const float *blk, idx stride, const float *x, int cols, int nb) {
+  int b = 0;
+  for (; b + kSamplerBlocks <= nb; b += kSamplerBlocks)
+    column_sums_n<kSamplerBlocks>(acc + 32 * b, blk + b * stride, stride, x, cols);
+  for (; b + 2 <= nb; b += 2) column_sums_n<2>(acc + 32 * b, blk + b * stride, stride, x, cols);
+  if (b < nb) column_sums_n<1>(acc + 32 * b, blk + b * stride, stride, x, cols);
+}
+
 template <V (*F)(V)>
 void map_array(float *y, const float *x, idx n) {
   idx i = 0;
@@ -282,6 +312,7 @@ void sigmoid_array(float *y, const float *x, idx n) {
 }
 
 // The table a unit exports.
-constexpr PointwiseKernels kKernels = {
-    &lstm_forward,     &lstm_backward, &gru_forward, &gru_backward, &gru_rb_forward_rz,
-    &gru_rb_forward_n, &lstm_step_row, &rnn_tanh,    &tanh_array,   &sigmoid_array};
+constexpr PointwiseKernels kKernels = {&lstm_forward,  &lstm_backward,     &gru_forward,
+                                       &gru_backward,  &gru_rb_forward_rz, &gru_rb_forward_n,
+                                       &lstm_step_row, &rnn_tanh,          &tanh_array,
+                                       &sigmoid_array, &column_sums};

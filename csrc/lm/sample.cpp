@@ -58,7 +58,11 @@ class Affine<float> {
  public:
   static constexpr int kRows = 32;
   Affine(const float *w, const float *b, int rows, int cols)
-      : b_(b), rows_(rows), cols_(cols), p_(static_cast<std::size_t>(blocks()) * kRows * cols) {
+      : b_(b),
+        rows_(rows),
+        cols_(cols),
+        p_(static_cast<std::size_t>(blocks()) * kRows * cols),
+        acc_(static_cast<std::size_t>(blocks()) * kRows) {
     for (int r0 = 0, k = 0; r0 < rows; r0 += kRows, ++k) {
       float *blk = p_.data() + static_cast<idx>(k) * kRows * cols;
       const int n = std::min(kRows, rows - r0);
@@ -69,19 +73,22 @@ class Affine<float> {
     }
   }
   void operator()(float *y, const float *x) const {
-    for (int r0 = 0, k = 0; r0 < rows_; r0 += kRows, ++k) {
-      const float *blk = p_.data() + static_cast<idx>(k) * kRows * cols_;
-      float acc[kRows];
-      column_sums(acc, blk, x);
-      const int n = std::min(kRows, rows_ - r0);
-      for (int i = 0; i < n; ++i) y[r0 + i] = (b_ ? b_[r0 + i] : 0.f) + acc[i];
+    const int nb = blocks();
+    const idx stride = static_cast<idx>(kRows) * cols_;
+    if (const PointwiseKernels *pk = pointwise_kernels()) {
+      pk->column_sums(acc_.data(), p_.data(), stride, x, cols_, nb);  // the ISA path
+    } else {
+      for (int k = 0; k < nb; ++k)
+        column_sums(acc_.data() + static_cast<idx>(k) * kRows, p_.data() + k * stride, x);
     }
+    for (int i = 0; i < rows_; ++i) y[i] = (b_ ? b_[i] : 0.f) + acc_[i];
   }
 
  private:
   int blocks() const { return (rows_ + kRows - 1) / kRows; }
-  // acc[i] = sum over j of x[j] * blk[j][i], j in order. Written out with intrinsics because
-  // GCC keeps a plain accumulator array in memory (a store and a load per column).
+  // acc[i] = sum over j of x[j] * blk[j][i], j in order: the portable path, one block. Written
+  // out with intrinsics because GCC keeps a plain accumulator array in memory (a store and a
+  // load per column).
   void column_sums(float *acc, const float *blk, const float *x) const {
 #if defined(__AVX2__) && defined(__FMA__)
     static_assert(kRows == 32, "four ymm accumulators");
@@ -106,6 +113,7 @@ class Affine<float> {
   const float *b_;
   int rows_, cols_;
   std::vector<float> p_;
+  mutable std::vector<float> acc_;  // (blocks * kRows) the products of one call
 };
 
 // The products of one layer, packed once per call. Layer 0's input side is the table in

@@ -263,15 +263,20 @@ void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
 }
 
 // dx (R,D) = g (R,GH) W_ih (GH,D) over the R rows that ran, this thread's rows: every column of
-// g is complete once the time loop is over, so the rows split evenly. Each thread runs on its own
-// packed copy of W_ih (`copies`: K = GH, N = D). No dx for one-hot input.
+// g is complete once the time loop is over, so the rows split evenly. With `copies` (K = GH,
+// N = D; see input_side_packed) each thread runs on its own packed copy of W_ih, else OpenBLAS.
+// No dx for one-hot input.
 template <typename T>
 void input_grad_rows(T *dx, const T *g, int GH, const T *w_ih, const std::int32_t *ids, int R,
-                     int D, const ThreadSlice &s, const PackCopies<T> &copies) {
+                     int D, const ThreadSlice &s, const PackCopies<T> *copies) {
   if (ids) return;
   const Range rows = split(R, s.np, s.p, 1);
   if (rows.end <= rows.begin) return;
-  copies.copy(w_ih, D, false, s.p)
+  if (!copies) {
+    gemm_rows<T>(rows.begin, rows.end, false, false, D, GH, g, GH, w_ih, D, T(0), dx, D);
+    return;
+  }
+  copies->copy(w_ih, D, false, s.p)
       .run(dx + static_cast<idx>(rows.begin) * D, D, g + static_cast<idx>(rows.begin) * GH, GH,
            rows.end - rows.begin, false);
 }

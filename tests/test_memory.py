@@ -1,6 +1,6 @@
 """Resident memory stays flat over many kernel and layer calls: nothing leaks per call.
 
-Each case runs in a fresh Python process (see measure()): a warm-up (so the workspace pool, NumPy's and CPython's allocators and the
+Each case runs in a fresh Python process (see measure()): a warm-up (so the layers' workspace pools, NumPy's and CPython's allocators and the
 OpenMP threads reach their working set), reads the resident set size from /proc/self/statm,
 runs 10,000 forward+backward calls and reads it again.
 

@@ -44,7 +44,16 @@ def test_default_is_the_best_the_cpu_has():
 
 
 # H around the panel widths (16, 32) and the row blocks (4, 6, 12): every edge of the kernels.
-SHAPES = [(3, 1, 5, 1), (4, 5, 7, 15), (3, 13, 9, 17), (5, 12, 16, 33), (2, 25, 30, 100)]
+# The last: T*B = 240 rows, past one row chunk of gemm_packed (16 row blocks: 192 rows on avx512,
+# 96 on avx2) in the input projection and dx.
+SHAPES = [
+    (3, 1, 5, 1),
+    (4, 5, 7, 15),
+    (3, 13, 9, 17),
+    (5, 12, 16, 33),
+    (2, 25, 30, 100),
+    (20, 12, 16, 40),
+]
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -45,7 +45,7 @@ def forward_backward(cell: str, args, upstream):
 def test_concurrent_calls_equal_serial_calls(n_threads):
     """8 Python threads, each running forward + backward of every cell on its own data,
     several times over, interleaved: every result is bitwise the serial one (the kernels
-    keep no state between calls but the thread-safe workspace pool)."""
+    keep no state between calls: each buffer is the calling thread's own)."""
     jobs = [(cell, seed, dtype) for cell in CELLS for seed in range(4)
             for dtype in (np.float32, np.float64)]  # fmt: skip
     with num_threads(n_threads):

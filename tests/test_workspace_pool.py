@@ -156,3 +156,41 @@ def test_limits_bound_what_is_kept() -> None:
         rnncore.lstm_forward(*args)
     assert keep_none.blocks == 0
     assert "WorkspacePool" in repr(pool)
+
+
+def test_copies_are_new_empty_pools() -> None:
+    import copy
+    import pickle
+
+    pool = rnncore.WorkspacePool(max_blocks=7, max_bytes=1 << 20)
+    with pool:
+        rnncore.lstm_forward(*lstm_args(np.random.default_rng(6)))
+    assert pool.allocated > 0
+    for other in (copy.copy(pool), copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
+        assert other is not pool
+        assert (other.allocated, other.reused, other.blocks) == (0, 0, 0)
+    layer = rnncore.GRU(D, H, 1, seed=0)
+    twin = copy.deepcopy(layer)  # a layer holding a pool still copies
+    assert twin._pool is not layer._pool
+    x = np.ones((T, B, D), np.float32)
+    np.testing.assert_array_equal(twin.forward(x)[0], layer.forward(x)[0])
+
+
+def test_the_torch_modules_hold_their_own_pool() -> None:
+    torch = pytest.importorskip("torch")
+    import copy
+
+    import rnncore.torch as rt
+
+    lstm = rt.LSTM(D, H, num_layers=2)
+    x = torch.randn(T, B, D)
+    for _ in range(2):
+        lstm(x)[0].sum().backward()
+    settled = lstm._pool.allocated
+    assert settled > 0, "forward and backward drew their buffers from the module's pool"
+    for _ in range(3):
+        lstm(x)[0].sum().backward()
+    assert lstm._pool.allocated == settled, "a training loop stops allocating"
+    twin = copy.deepcopy(lstm)
+    assert twin._pool is not lstm._pool
+    torch.testing.assert_close(twin(x)[0], lstm(x)[0], rtol=0, atol=0)

@@ -85,6 +85,24 @@ void bind_workspace_pool(py::module_ &m) {
             return false;
           },
           "Restore the pool that was current before.")
+      // A copy (copy, deepcopy, pickle: a layer or module that holds a pool) is a new, empty
+      // pool with the same limits: buffers belong to their owner and are never shared.
+      .def("__copy__",
+           [](const BlockPool &p) {
+             return std::make_shared<BlockPool>(p.max_blocks(), p.max_bytes());
+           })
+      .def(
+          "__deepcopy__",
+          [](const BlockPool &p, py::handle) {
+            return std::make_shared<BlockPool>(p.max_blocks(), p.max_bytes());
+          },
+          py::arg("memo"))
+      .def(py::pickle(
+          [](const BlockPool &p) { return py::make_tuple(p.max_blocks(), p.max_bytes()); },
+          [](const py::tuple &t) {
+            if (t.size() != 2) throw py::value_error("WorkspacePool: bad pickled state");
+            return std::make_shared<BlockPool>(t[0].cast<std::size_t>(), t[1].cast<std::size_t>());
+          }))
       .def("__repr__", [](const BlockPool &p) {
         const auto s = p.stats();
         return "<WorkspacePool " + std::to_string(s.blocks) + " buffers, " +

@@ -38,6 +38,8 @@ class BlockPool {
   };
   Stats stats() const;
   void count_fresh();
+  std::size_t max_blocks() const { return max_blocks_; }
+  std::size_t max_bytes() const { return max_bytes_; }
 
  private:
   mutable std::mutex mu_;

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from . import _core
 from .checks import flag, fraction, integer, positive_int
 from .stack_inputs import check_lengths
 from .torch_autograd import Spec, run_direction
@@ -77,6 +78,8 @@ class RNNBase(torch.nn.Module):
         options: dict[str, Any],
     ) -> None:
         super().__init__()
+        # The kernels' buffers, reused from call to call (a copy of the module gets a new one).
+        self._pool = _core.WorkspacePool()
         where = type(self).__name__
         self.input_size = positive_int(where, "input_size", input_size)
         self.hidden_size = positive_int(where, "hidden_size", hidden_size)
@@ -235,7 +238,7 @@ class RNNBase(torch.nn.Module):
             outs = []
             for d, suffix in enumerate(self._suffixes):
                 i = layer * dirs + d  # the state's row
-                spec = Spec(self.cell, self.options, reverse=d == 1)
+                spec = Spec(self.cell, self.options, reverse=d == 1, pool=self._pool)
                 weights = tuple(
                     getattr(self, f"{n}_l{layer}{suffix}") if self.bias or n[0] == "w" else None
                     for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")

@@ -27,6 +27,7 @@ Shape legend
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +48,15 @@ class Spec:
 
     cell: "rnn", "lstm" or "gru" (rnncore.<cell>_forward / _backward); options: the cell's
     keyword options (``{"nonlinearity": "tanh"}``, ``{"reset_after": True}``, ``{}``);
-    reverse: run the sequence backwards (the reverse direction of a bidirectional layer).
+    reverse: run the sequence backwards (the reverse direction of a bidirectional layer);
+    pool: the rnncore.WorkspacePool the kernel calls draw their buffers from (the module's own),
+    or None.
     """
 
     cell: str
     options: dict[str, Any] = field(default_factory=dict)
     reverse: bool = False
+    pool: Any = field(default=None, compare=False)  # the module's WorkspacePool, or None
 
     @property
     def has_c(self) -> bool:
@@ -83,8 +87,16 @@ def _forward(
     if spec.reverse:
         seq["reverse"] = True
     fwd = getattr(_core, f"{spec.cell}_forward")
-    *outs, cache = fwd(x, *states, w_ih, w_hh, b_ih, b_hh, training=training, **seq, **spec.options)
+    with _pooled(spec):
+        *outs, cache = fwd(
+            x, *states, w_ih, w_hh, b_ih, b_hh, training=training, **seq, **spec.options
+        )
     return outs, cache
+
+
+def _pooled(spec: Spec) -> Any:
+    """The context in which spec's kernel calls run: its pool, or nothing."""
+    return spec.pool if spec.pool is not None else contextlib.nullcontext()
 
 
 class KernelDirection(torch.autograd.Function):
@@ -119,7 +131,8 @@ class KernelDirection(torch.autograd.Function):
         spec: Spec = ctx.spec
         bwd = getattr(_core, f"{spec.cell}_backward")
         n = 2 if spec.has_c else 1
-        dx, *rest = bwd(_array(dy), *(_array(d) for d in dstates), ctx.cache)
+        with _pooled(spec):
+            dx, *rest = bwd(_array(dy), *(_array(d) for d in dstates), ctx.cache)
         d0 = [_tensor(a) for a in rest[:n]]
         if not spec.has_c:
             d0.append(None)  # c0

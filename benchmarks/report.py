@@ -668,17 +668,6 @@ def _names(table: dict[str, Any], what: str) -> Any:
     return parse
 
 
-def _threads(text: str) -> list[int]:
-    """An argparse type: comma-separated positive thread counts."""
-    try:
-        counts = [int(n) for n in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}")
-    return counts
-
-
 def _positive(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)
@@ -705,7 +694,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated configs, from " + ", ".join(common.CONFIGS) + " (default: all)",
     )
     parser.add_argument(
-        "--threads", type=_threads, default=[1, 2], help="comma-separated thread counts (1,2)"
+        "--threads",
+        type=workers.thread_counts,
+        default=[1, 2],
+        help="comma-separated thread counts (1,2)",
     )
     parser.add_argument("--fwd", action="store_true", help="also time the forward pass alone")
     parser.add_argument(

@@ -235,22 +235,13 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _threads(text: str) -> list[int]:
-    """An argparse type: comma-separated positive thread counts."""
-    try:
-        counts = [int(n) for n in text.split(",")]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}")
-    return counts
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command-line options (see the module docstring)."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
-    ap.add_argument("--threads", type=_threads, default=[1, 2], help="comma-separated (1,2)")
+    ap.add_argument(
+        "--threads", type=workers.thread_counts, default=[1, 2], help="comma-separated (1,2)"
+    )
     ap.add_argument("--steps", type=int, default=20, help="timed steps per sample (20)")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per thread count (5)")
     ap.add_argument(

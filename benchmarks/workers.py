@@ -24,6 +24,7 @@ per-round ratios, CpuWatch and the header lines describing where each worker ran
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -461,6 +462,17 @@ def serve(module_name: str, impl: str) -> int:
                 }
             )
     return 0
+
+
+def thread_counts(text: str) -> list[int]:
+    """An argparse type: comma-separated positive thread counts."""
+    try:
+        counts = [int(n) for n in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}")
+    return counts
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ Thread-safe; a ``with`` applies to the thread that entered it. Nesting makes the
 pool current.
 )doc";
 
+// A new, empty pool with p's limits: what a copy of a pool is.
+std::shared_ptr<BlockPool> empty_like(const BlockPool &p) {
+  return std::make_shared<BlockPool>(p.max_blocks(), p.max_bytes());
+}
+
 void bind_workspace_pool(py::module_ &m) {
   py::class_<BlockPool, std::shared_ptr<BlockPool>>(m, "WorkspacePool", kPoolDoc)
       .def(py::init([](py::object max_blocks, py::object max_bytes) {
@@ -87,15 +92,9 @@ void bind_workspace_pool(py::module_ &m) {
           "Restore the pool that was current before.")
       // A copy (copy, deepcopy, pickle: a layer or module that holds a pool) is a new, empty
       // pool with the same limits: buffers belong to their owner and are never shared.
-      .def("__copy__",
-           [](const BlockPool &p) {
-             return std::make_shared<BlockPool>(p.max_blocks(), p.max_bytes());
-           })
+      .def("__copy__", &empty_like)
       .def(
-          "__deepcopy__",
-          [](const BlockPool &p, py::handle) {
-            return std::make_shared<BlockPool>(p.max_blocks(), p.max_bytes());
-          },
+          "__deepcopy__", [](const BlockPool &p, py::handle) { return empty_like(p); },
           py::arg("memo"))
       .def(py::pickle(
           [](const BlockPool &p) { return py::make_tuple(p.max_blocks(), p.max_bytes()); },

@@ -115,8 +115,7 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
-  const bool packed_in = !a.ids && input_side_packed(n.D, G * n.H);
-  const PackArena<T> in_arena(n.D, packed_in ? G * n.H : 0, nt);  // x W_ih^T
+  const PackArena<T> in_arena = input_arena<T>(n.D, G * n.H, nt, a.ids != nullptr);  // x W_ih^T
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -124,7 +123,7 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection, this thread's gate columns.
     input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        packed_in ? &in_arena : nullptr, s.p);
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       // Each tile of the product (gh = h_{t-1} W_hh^T), then its units' update.
@@ -154,8 +153,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
   const PackArena<T> arena(G * n.H, n.H, nt);  // d(gh) W_hh for this thread's units
-  const bool packed_dx = !f.ids && input_side_packed(G * n.H, n.D);
-  const PackCopies<T> w_ih_copies(G * n.H, packed_dx ? n.D : 0, nt);  // for dx
+  const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
@@ -190,8 +188,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
       unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s,
-                       packed_dx ? &w_ih_copies : nullptr);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -163,8 +163,7 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
   const int nt = cell_threads(n, G);
   // h W_rz^T (2H columns) and (r ⊙ h) W_hn^T (H columns).
   const PackArena<T> arena(n.H, 2 * n.H, nt), arena_n(n.H, n.H, nt);
-  const bool packed_in = !a.ids && input_side_packed(n.D, G * n.H);
-  const PackArena<T> in_arena(n.D, packed_in ? G * n.H : 0, nt);  // x W_ih^T
+  const PackArena<T> in_arena = input_arena<T>(n.D, G * n.H, nt, a.ids != nullptr);  // x W_ih^T
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -173,7 +172,7 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
     const StepGemm<T> rec_n = arena_n.slice(w_hn, n.H, true, s.j0, s.j1, s.p);
     // Input projection, this thread's gate columns.
     input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        packed_in ? &in_arena : nullptr, s.p);
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
@@ -207,8 +206,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
   const int nt = cell_threads(n, G);
   // d(gh_rz) W_rz (K = 2H) for this thread's units, and d(n_pre) W_hn.
   const PackArena<T> arena(2 * n.H, n.H, nt), arena_n(n.H, n.H, nt);
-  const bool packed_dx = !f.ids && input_side_packed(G * n.H, n.D);
-  const PackCopies<T> w_ih_copies(G * n.H, packed_dx ? n.D : 0, nt);  // for dx
+  const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
   {
@@ -250,8 +248,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       col_sums<T>(g.db_hh + H2, dgh + H2, N, H3, j0, j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s,
-                       packed_dx ? &w_ih_copies : nullptr);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -117,8 +117,8 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
   const idx H = n.H, GH = G * H;
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
-  const bool packed_in = !a.ids && input_side_packed(n.D, G * n.H);
-  const PackArena<T> arena(n.H, G * n.H, nt), in_arena(n.D, packed_in ? G * n.H : 0, nt);
+  const PackArena<T> arena(n.H, G * n.H, nt);
+  const PackArena<T> in_arena = input_arena<T>(n.D, G * n.H, nt, a.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -127,7 +127,7 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection of all N rows that run, this thread's gate columns.
     input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        packed_in ? &in_arena : nullptr, s.p);
+                        in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
       const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
@@ -167,8 +167,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
   const int nt = cell_threads(n, G), N = n.N();
   const PackArena<T> arena(G * n.H, n.H, nt);
-  const bool packed_dx = !f.ids && input_side_packed(G * n.H, n.D);
-  const PackCopies<T> w_ih_copies(G * n.H, packed_dx ? n.D : 0, nt);  // for dx
+  const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -231,8 +230,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       unblock_gate_rows<T>(g.db, s_b, gb, 1, j0, j1);
     }
     // dx = dgates W_ih: the sum over gates does not care about their order.
-    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s,
-                       packed_dx ? &w_ih_copies : nullptr);
+    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

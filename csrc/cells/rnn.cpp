@@ -106,16 +106,15 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
   const int nt = cell_threads(n, 1);
-  const bool packed_in = !a.ids && input_side_packed(n.D, n.H);
-  const PackArena<T> arena(n.H, n.H, nt), in_arena(n.D, packed_in ? n.H : 0, nt);
+  const PackArena<T> arena(n.H, n.H, nt);
+  const PackArena<T> in_arena = input_arena<T>(n.D, n.H, nt, a.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
     // Input projection of all N rows that run, this thread's columns: hs[:, j0:j1] = x W_ih^T
-    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1,
-                        packed_in ? &in_arena : nullptr, s.p);
+    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1, in_arena, s.p);
     for (int t = 0; t < n.steps(); ++t) {
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
       T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
@@ -146,8 +145,7 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
   T *dpre = a.scratch.dpre;  // (T,B,H), or (N,H) with lengths
   const int nt = cell_threads(n, 1), N = n.N(), Ts = n.steps();
   const PackArena<T> arena(n.H, n.H, nt);
-  const bool packed_dx = !ids && input_side_packed(n.H, n.D);
-  const PackCopies<T> w_ih_copies(n.H, packed_dx ? n.D : 0, nt);  // for dx
+  const PackCopies<T> w_ih_copies = dx_copies<T>(n.H, n.D, nt, ids != nullptr);
 #pragma omp parallel num_threads(nt)
   {
     const ThreadSlice s = thread_slice(n.H);
@@ -194,7 +192,7 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, j0, j1, a.scratch.dw_onehot);
       gemm_rows<T>(j0, j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
     }
-    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s, packed_dx ? &w_ih_copies : nullptr);
+    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -23,19 +23,23 @@
 
 namespace rnncore {
 
-// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection. Dense input with an
-// `arena` (K = D, N = G*H; see input_side_packed) runs on the step product's kernel
-// (common/step_gemm.h): W's rows [c0, c1) packed into thread p's slice, so float32 takes the
-// packed micro-kernel (no beta pass, no per-call packing of x); without one, OpenBLAS.
+// The packing of W_ih for the input projection (K = D, N = G*H): the packed micro-kernel while it
+// fits a core's L2 (input_side_packed), OpenBLAS past that; one-hot input packs nothing.
+template <typename T>
+PackArena<T> input_arena(int D, int GH, int threads, bool one_hot) {
+  return PackArena<T>(D, one_hot ? 0 : GH, threads, !one_hot && input_side_packed(D, GH));
+}
+
+// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection. Dense input runs on the
+// step product's kernel (common/step_gemm.h) with W's rows [c0, c1) in thread p's slice of
+// `arena` (input_arena): packed, float32 takes the micro-kernel (no beta pass, no per-call
+// packing of x); otherwise OpenBLAS.
 template <typename T>
 void input_projection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int TB,
-                      int D, int c0, int c1, const PackArena<T> *arena, int p) {
+                      int D, int c0, int c1, const PackArena<T> &arena, int p) {
   if (c1 <= c0) return;
   if (!ids) {
-    if (arena)
-      arena->slice(w, D, true, c0, c1, p).run(out, ldo, x, D, TB, false);
-    else
-      gemm_cols<T>(c0, c1, false, true, TB, D, x, D, w, D, T(0), out, ldo);
+    arena.slice(w, D, true, c0, c1, p).run(out, ldo, x, D, TB, false);
     return;
   }
   const int N = ldo;  // one-hot callers pass the full gate width as ldo: Wt is (D, ldo)

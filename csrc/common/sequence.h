@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <numeric>
 #include <type_traits>
 #include <utility>
 
@@ -196,24 +197,13 @@ inline ThreadSlice thread_slice(int H) {
 template <typename T, typename F>
 void fused_step(const StepGemm<T> &rec, T *c, int ldc, const T *a, int lda, int M, bool acc,
                 GateBlocks gb, int cols_per_block, const ThreadSlice &s, F &&f) {
-  const int nr = rec.panel();
-  int per_tile = s.k1 - s.k0;  // OpenBLAS: one tile
-  if (nr > 0) {
-    int g = nr, b = cols_per_block;  // tile = lcm(nr, cols_per_block) columns
-    while (b != 0) {
-      const int r = g % b;
-      g = b, b = r;
-    }
-    per_tile = nr / g;
-  }
-  const int units_end = std::min(gb.H, kUnitBlock * s.k1);
-  per_tile = std::max(per_tile, 1);
+  const int nr = rec.panel();  // a tile: lcm(nr, cols_per_block) columns; OpenBLAS: all blocks
+  const int per_tile = nr > 0 ? nr / std::gcd(nr, cols_per_block) : std::max(1, s.k1 - s.k0);
   for (int k = s.k0; k < s.k1; k += per_tile) {
     const int ke = std::min(s.k1, k + per_tile);
-    const int u0 = kUnitBlock * k, u1 = std::min(units_end, kUnitBlock * ke);
-    const int off = (u0 - kUnitBlock * s.k0) / kUnitBlock * cols_per_block;
-    const int cols = (u1 - u0) * (cols_per_block / kUnitBlock);
-    rec.run_part(c, ldc, a, lda, M, acc, off, cols);
+    const int units = std::min(gb.H, kUnitBlock * ke) - kUnitBlock * k;  // the last may be short
+    rec.run_part(c, ldc, a, lda, M, acc, (k - s.k0) * cols_per_block,
+                 units * (cols_per_block / kUnitBlock));
     for_unit_blocks(gb, k, ke, f);
   }
 }
@@ -262,21 +252,23 @@ void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
   }
 }
 
+// The packed copies of W_ih for dx (K = G*H, N = D): the packed micro-kernel while W_ih fits a
+// core's L2 (input_side_packed), OpenBLAS past that; one-hot input has no dx.
+template <typename T>
+PackCopies<T> dx_copies(int GH, int D, int threads, bool one_hot) {
+  return PackCopies<T>(GH, one_hot ? 0 : D, threads, !one_hot && input_side_packed(GH, D));
+}
+
 // dx (R,D) = g (R,GH) W_ih (GH,D) over the R rows that ran, this thread's rows: every column of
-// g is complete once the time loop is over, so the rows split evenly. With `copies` (K = GH,
-// N = D; see input_side_packed) each thread runs on its own packed copy of W_ih, else OpenBLAS.
-// No dx for one-hot input.
+// g is complete once the time loop is over, so the rows split evenly. Each thread runs on its own
+// copy from `copies` (dx_copies). No dx for one-hot input.
 template <typename T>
 void input_grad_rows(T *dx, const T *g, int GH, const T *w_ih, const std::int32_t *ids, int R,
-                     int D, const ThreadSlice &s, const PackCopies<T> *copies) {
+                     int D, const ThreadSlice &s, const PackCopies<T> &copies) {
   if (ids) return;
   const Range rows = split(R, s.np, s.p, 1);
-  if (rows.end <= rows.begin) return;
-  if (!copies) {
-    gemm_rows<T>(rows.begin, rows.end, false, false, D, GH, g, GH, w_ih, D, T(0), dx, D);
-    return;
-  }
-  copies->copy(w_ih, D, false, s.p)
+  if (rows.end <= rows.begin) return;  // no rows: nothing to pack
+  copies.copy(w_ih, D, false, s.p)
       .run(dx + static_cast<idx>(rows.begin) * D, D, g + static_cast<idx>(rows.begin) * GH, GH,
            rows.end - rows.begin, false);
 }

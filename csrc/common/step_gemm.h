@@ -71,9 +71,10 @@ class StepGemm {
 template <typename T>
 class PackArena {
  public:
-  // K: the product's inner size; N: total columns of op(W); threads: the region's size.
-  PackArena(int K, int N, int threads)
-      : path_(std::is_same_v<T, float> ? gemm_path() : GemmPath::Blas),
+  // K: the product's inner size; N: total columns of op(W); threads: the region's size;
+  // packed = false: every slice runs on OpenBLAS.
+  PackArena(int K, int N, int threads, bool packed = true)
+      : path_(std::is_same_v<T, float> && packed ? gemm_path() : GemmPath::Blas),
         nr_(packed_nr(path_)),
         K_(K),
         block_(path_ == GemmPath::Blas ? 0
@@ -111,12 +112,13 @@ inline bool input_side_packed(int K, int N) {
 }
 
 // Whole copies of op(W), one per thread, for a product each thread runs over all columns on its
-// own rows (dx = dgates W_ih): allocated before the region, each thread packs its own copy.
+// own rows (dx = dgates W_ih): allocated before the region, each thread packs its own copy
+// (packed = false: OpenBLAS, nothing packed).
 template <typename T>
 class PackCopies {
  public:
-  PackCopies(int K, int N, int threads)
-      : path_(std::is_same_v<T, float> ? gemm_path() : GemmPath::Blas),
+  PackCopies(int K, int N, int threads, bool packed = true)
+      : path_(std::is_same_v<T, float> && packed ? gemm_path() : GemmPath::Blas),
         K_(K),
         N_(N),
         stride_(path_ == GemmPath::Blas ? 0 : packed_floats(K, N, packed_nr(path_))),

@@ -34,7 +34,10 @@ std::pair<void *, std::size_t> BlockPool::take(std::size_t want) {
     if (cap >= want && cap / 2 <= want && (best == free_.size() || cap < free_[best].second))
       best = i;
   }
-  if (best == free_.size()) return {nullptr, 0};
+  if (best == free_.size()) {
+    ++fresh_;  // the caller allocates
+    return {nullptr, 0};
+  }
   const auto found = free_[best];
   bytes_ -= found.second;
   free_.erase(free_.begin() + static_cast<std::ptrdiff_t>(best));
@@ -48,55 +51,31 @@ void BlockPool::give(void *ptr, std::size_t capacity) noexcept {
     std::free(ptr);
     return;
   }
-  bool kept = false;
-  for (;;) {  // past the limits the oldest blocks go, a few at a time outside the lock
-    void *evicted[8];
-    std::size_t n_evicted = 0;
-    bool over;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!kept) {
-        free_.emplace_back(ptr, capacity);  // capacity reserved up front: cannot throw
-        bytes_ += capacity;
-        kept = true;
-      }
-      while ((free_.size() > max_blocks_ || bytes_ > max_bytes_) && n_evicted < 8) {
-        evicted[n_evicted++] = free_.front().first;
-        bytes_ -= free_.front().second;
-        free_.erase(free_.begin());
-      }
-      over = free_.size() > max_blocks_ || bytes_ > max_bytes_;
-    }
-    for (std::size_t i = 0; i < n_evicted; ++i) std::free(evicted[i]);
-    if (!over) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  free_.emplace_back(ptr, capacity);  // capacity reserved up front: cannot throw
+  bytes_ += capacity;
+  while (free_.size() > max_blocks_ || bytes_ > max_bytes_) {  // the oldest go first
+    std::free(free_.front().first);
+    bytes_ -= free_.front().second;
+    free_.erase(free_.begin());
   }
 }
 
 std::size_t BlockPool::clear() noexcept {
-  std::vector<std::pair<void *, std::size_t>> blocks;
-  blocks.reserve(max_blocks_ + 1);  // may throw only before anything is taken
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    blocks.swap(free_);
-    free_.reserve(max_blocks_ + 1);
-    bytes_ = 0;
-  }
+  std::lock_guard<std::mutex> lock(mu_);
   std::size_t n = 0;
-  for (auto &b : blocks) {
+  for (const auto &b : free_) {
     n += b.second;
     std::free(b.first);
   }
+  free_.clear();  // keeps the reserved capacity
+  bytes_ = 0;
   return n;
 }
 
 BlockPool::Stats BlockPool::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return {bytes_, free_.size(), reused_, fresh_};
-}
-
-void BlockPool::count_fresh() {
-  std::lock_guard<std::mutex> lock(mu_);
-  ++fresh_;
 }
 
 std::shared_ptr<BlockPool> current_pool() {
@@ -137,7 +116,6 @@ Block::Block(std::size_t bytes) : bytes_(bytes) {
       mem_.capacity = cap;
       return;
     }
-    mem_.pool->count_fresh();
   }
   mem_.capacity = want == 0 ? kAlign : want;
   mem_.ptr = std::aligned_alloc(kAlign, mem_.capacity);

@@ -26,7 +26,8 @@ class BlockPool {
   BlockPool(const BlockPool &) = delete;
   BlockPool &operator=(const BlockPool &) = delete;
 
-  // A kept block of capacity in [want, 2*want] (the best fit), or {nullptr, 0}.
+  // A kept block of capacity in [want, 2*want] (the best fit), or {nullptr, 0} (counted as a
+  // fresh allocation: the caller makes one).
   std::pair<void *, std::size_t> take(std::size_t want);
   // Keep a freed block (or free it, and the oldest, past the limits).
   void give(void *ptr, std::size_t capacity) noexcept;
@@ -37,7 +38,6 @@ class BlockPool {
     std::size_t reused, fresh;  // requests served from the pool / by a new allocation
   };
   Stats stats() const;
-  void count_fresh();
   std::size_t max_blocks() const { return max_blocks_; }
   std::size_t max_bytes() const { return max_bytes_; }
 

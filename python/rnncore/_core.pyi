@@ -113,6 +113,31 @@ def gru_backward(
 def set_num_threads(n: int) -> None:
     """Set the number of OpenMP threads rnncore's kernels use (n >= 1)."""
 
+class WorkspacePool:
+    """Buffers that kernel calls reuse across calls, owned by one object: inside ``with pool:``
+    every buffer a call allocates on this thread comes from the pool and goes back to it.
+    A copy or pickle is a new, empty pool with the same limits."""
+
+    def __init__(self, max_blocks: int = 64, max_bytes: int = 1 << 30) -> None: ...
+    @property
+    def nbytes(self) -> int:
+        """Bytes of freed buffers the pool keeps now."""
+    @property
+    def blocks(self) -> int:
+        """Freed buffers the pool keeps now."""
+    @property
+    def reused(self) -> int:
+        """Buffer requests served from the pool so far."""
+    @property
+    def allocated(self) -> int:
+        """Buffer requests that found nothing to reuse and allocated."""
+    def clear(self) -> int:
+        """Free every kept buffer; returns the bytes freed."""
+    def __enter__(self) -> WorkspacePool: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    def __copy__(self) -> WorkspacePool: ...
+    def __deepcopy__(self, memo: object) -> WorkspacePool: ...
+
 def get_num_threads() -> int:
     """Threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else all cores."""
 
@@ -120,11 +145,9 @@ def blas_info() -> dict[str, str | int]:
     """The vendored OpenBLAS: corename, config, blas_threads (always 1); rnncore's float32
     recurrent_kernel and pointwise_kernel (avx512, avx2 or portable)."""
 
-def _pool_bytes() -> int: ...
 def _matmul(
     a: _ArrayLike, b: _ArrayLike, trans_a: bool = False, trans_b: bool = False
 ) -> _Array: ...
-def _empty_pool() -> int: ...
 def _set_gemm_path(name: Literal["blas", "portable", "avx2", "avx512"]) -> None: ...
 def _gemm_path() -> str: ...
 def _set_pointwise_path(name: Literal["portable", "avx2", "avx512"]) -> None: ...

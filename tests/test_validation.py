@@ -173,13 +173,22 @@ def test_dtype_message_names_what_set_the_dtype():
 def test_sample_loop_rejects_a_strided_rng_state():
     """A strided uint64 view would have been written as if contiguous (private API)."""
     layers = [(np.zeros((3, 3), F32), np.zeros((3, 3), F32), None, None)]
+    sampler = rnncore._core._Sampler("rnn_tanh", layers, None, np.zeros((3, 3), F32), None)
     h = np.zeros((1, 3), F32)
     rng_state = np.zeros(8, np.uint64)[::2]
     with pytest.raises(TypeError, match=r"rng_state must be a writeable C-contiguous uint64"):
-        rnncore._core._sample_loop(
-            "rnn_tanh", layers, None, np.zeros((3, 3), F32), None, h, None,
-            np.array([0]), 2, 1.0, 0, False, rng_state,
-        )  # fmt: skip
+        sampler.run(h, None, np.array([0]), 2, 1.0, 0, False, rng_state)
+
+
+def test_sampler_checks_its_state_against_the_model():
+    """The Sampler knows its model's (L, H): a state of another shape is refused by name."""
+    layers = [(np.zeros((3, 3), F32), np.zeros((3, 3), F32), None, None)]
+    sampler = rnncore._core._Sampler("rnn_tanh", layers, None, np.zeros((3, 3), F32), None)
+    rng_state = np.zeros(4, np.uint64)
+    with pytest.raises(ValueError, match=r"_Sampler.run: h must be .* shape \(1, 3\), got shape"):
+        sampler.run(np.zeros((2, 3), F32), None, np.array([0]), 2, 1.0, 0, False, rng_state)
+    with pytest.raises(ValueError, match=r"_Sampler: cell must be rnn_tanh, .* got 'lstmx'"):
+        rnncore._core._Sampler("lstmx", layers, None, np.zeros((3, 3), F32), None)
 
 
 # --- T = 0 and B = 0 -----------------------------------------------------------------------

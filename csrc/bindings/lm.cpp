@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -205,10 +206,9 @@ T *inout(const std::string &fn, py::handle obj, const char *name, idx L, idx H) 
 }
 
 template <typename T>
-py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::list layers,
-                                      py::handle embedding, py::handle w_out_, py::handle b_out_,
-                                      py::handle h_, py::handle c_, py::handle prime_, idx n,
-                                      const SampleOptions &opt, py::handle rng_, DType dt) {
+std::unique_ptr<Sampler<T>> sampler_impl(const std::string &fn, CellKind kind, py::list layers,
+                                         py::handle embedding, py::handle w_out_, py::handle b_out_,
+                                         DType dt) {
   const int G = cell_gates(kind);
   Dims d(fn, G);
   d.dtype_src = "w_out";
@@ -217,12 +217,10 @@ py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::
   const idx V = d['V'], H = d['H'], L = static_cast<idx>(layers.size());
   if (V < 1 || H < 1 || L < 1)
     throw py::value_error(fn + ": need V >= 1, H >= 1 and at least one layer");
-  std::vector<py::object> keep;  // converted arrays, alive for the call
+  std::vector<py::object> keep;  // converted arrays, alive until the Sampler has its copies
   SampleModel<T> m{kind, int(H), int(V), {}, nullptr, nullptr, nullptr};
   py::object emb = take_optional<T>(d, embedding, "embedding", "of shape (V, E)", "VE", dt);
-  if (!emb.is_none()) {
-    m.embedding = emb.cast<CArray<T>>().data();
-  }
+  if (!emb.is_none()) m.embedding = emb.cast<CArray<T>>().data();
   for (idx k = 0; k < L; ++k) {
     py::tuple t = layers[k].cast<py::tuple>();
     if (t.size() != 4)
@@ -242,58 +240,82 @@ py::array_t<std::int32_t> sample_impl(const std::string &fn, CellKind kind, py::
   }
   m.w_out = w_out.data();
   m.b_out = ptr_or_null<T>(b_out);
-  T *h = inout<T>(fn, h_, "h", L, H);
-  T *c = kind == CellKind::Lstm ? inout<T>(fn, c_, "c", L, H) : nullptr;
-  py::array prime_a = peek_ids(fn, prime_, "prime");
-  if (prime_a.ndim() != 1 || prime_a.size() < 1)
-    throw py::value_error(fn + ": prime must be a 1-D array of at least one token id, got shape " +
-                          shape_str(shape_of(prime_a)));
-  auto prime = ids_in_range(fn, prime_a, "prime", V);
-  if (!py::isinstance<py::array_t<std::uint64_t>>(rng_) || py::cast<py::array>(rng_).size() != 4 ||
-      !py::cast<py::array>(rng_).writeable() ||
-      !(py::cast<py::array>(rng_).flags() & py::array::c_style))
-    throw py::type_error(fn +
-                         ": rng_state must be a writeable C-contiguous uint64 array of 4 "
-                         "elements, got " +
-                         type_name(rng_));
-  auto rs = py::reinterpret_borrow<py::array_t<std::uint64_t>>(rng_);
-  py::array_t<std::int32_t> out(n);
-  {
-    ComputeScope nogil;
-    sample_loop<T>(m, h, c, prime.data(), prime.size(), n, opt, Rng{rs.mutable_data()},
-                   out.mutable_data());
-  }
-  return out;
+  ComputeScope nogil;
+  return std::make_unique<Sampler<T>>(m);
 }
 
-py::array_t<std::int32_t> sample_py(const std::string &cell, py::list layers, py::handle embedding,
-                                    py::handle w_out, py::handle b_out, py::handle h, py::handle c,
-                                    py::handle prime, long long n, double temperature, int top_k,
-                                    bool greedy, py::handle rng_state) {
-  const std::string fn = "_sample_loop";
-  const std::map<std::string, CellKind> kinds = {{"rnn_tanh", CellKind::RnnTanh},
-                                                 {"rnn_relu", CellKind::RnnRelu},
-                                                 {"lstm", CellKind::Lstm},
-                                                 {"gru", CellKind::Gru},
-                                                 {"gru_reset_before", CellKind::GruResetBefore}};
-  auto it = kinds.find(cell);
-  if (it == kinds.end())
-    throw py::value_error(fn +
-                          ": cell must be rnn_tanh, rnn_relu, lstm, gru or "
-                          "gru_reset_before, got '" +
-                          cell + "'");
-  if (n < 0) throw py::value_error(fn + ": n must be >= 0, got " + std::to_string(n));
-  if (!(temperature > 0) || !std::isfinite(temperature))
-    throw py::value_error(fn + ": temperature must be a finite number > 0, got " +
-                          std::to_string(temperature));
-  if (top_k < 0) throw py::value_error(fn + ": top_k must be >= 0, got " + std::to_string(top_k));
-  const SampleOptions opt{temperature, top_k, greedy};
-  const DType dt = dtype_from(fn, w_out, "w_out");
-  return dispatch(dt, [&](auto zero) {
-    return sample_impl<decltype(zero)>(fn, it->second, layers, embedding, w_out, b_out, h, c, prime,
-                                       n, opt, rng_state, dt);
-  });
-}
+// rnncore.sample's native half: a model's weights packed once (lm/sample.h), then run per chunk.
+class PySampler {
+ public:
+  PySampler(const std::string &cell, py::list layers, py::handle embedding, py::handle w_out,
+            py::handle b_out) {
+    const std::string fn = "_Sampler";
+    const std::map<std::string, CellKind> kinds = {{"rnn_tanh", CellKind::RnnTanh},
+                                                   {"rnn_relu", CellKind::RnnRelu},
+                                                   {"lstm", CellKind::Lstm},
+                                                   {"gru", CellKind::Gru},
+                                                   {"gru_reset_before", CellKind::GruResetBefore}};
+    auto it = kinds.find(cell);
+    if (it == kinds.end())
+      throw py::value_error(fn +
+                            ": cell must be rnn_tanh, rnn_relu, lstm, gru or "
+                            "gru_reset_before, got '" +
+                            cell + "'");
+    dt_ = dtype_from(fn, w_out, "w_out");
+    if (dt_ == DType::F32)
+      f32_ = sampler_impl<float>(fn, it->second, layers, embedding, w_out, b_out, dt_);
+    else
+      f64_ = sampler_impl<double>(fn, it->second, layers, embedding, w_out, b_out, dt_);
+  }
+
+  py::array_t<std::int32_t> run(py::handle h, py::handle c, py::handle prime, long long n,
+                                double temperature, int top_k, bool greedy,
+                                py::handle rng_state) const {
+    const std::string fn = "_Sampler.run";
+    if (n < 0) throw py::value_error(fn + ": n must be >= 0, got " + std::to_string(n));
+    if (!(temperature > 0) || !std::isfinite(temperature))
+      throw py::value_error(fn + ": temperature must be a finite number > 0, got " +
+                            std::to_string(temperature));
+    if (top_k < 0) throw py::value_error(fn + ": top_k must be >= 0, got " + std::to_string(top_k));
+    const SampleOptions opt{temperature, top_k, greedy};
+    if (f32_) return run_impl<float>(fn, *f32_, h, c, prime, n, opt, rng_state);
+    return run_impl<double>(fn, *f64_, h, c, prime, n, opt, rng_state);
+  }
+
+ private:
+  template <typename T>
+  static py::array_t<std::int32_t> run_impl(const std::string &fn, const Sampler<T> &s,
+                                            py::handle h_, py::handle c_, py::handle prime_, idx n,
+                                            const SampleOptions &opt, py::handle rng_) {
+    const idx L = s.layers(), H = s.hidden();
+    T *h = inout<T>(fn, h_, "h", L, H);
+    T *c = s.cell() == CellKind::Lstm ? inout<T>(fn, c_, "c", L, H) : nullptr;
+    py::array prime_a = peek_ids(fn, prime_, "prime");
+    if (prime_a.ndim() != 1 || prime_a.size() < 1)
+      throw py::value_error(fn +
+                            ": prime must be a 1-D array of at least one token id, got shape " +
+                            shape_str(shape_of(prime_a)));
+    auto prime = ids_in_range(fn, prime_a, "prime", s.vocab());
+    if (!py::isinstance<py::array_t<std::uint64_t>>(rng_) ||
+        py::cast<py::array>(rng_).size() != 4 || !py::cast<py::array>(rng_).writeable() ||
+        !(py::cast<py::array>(rng_).flags() & py::array::c_style))
+      throw py::type_error(fn +
+                           ": rng_state must be a writeable C-contiguous uint64 array of 4 "
+                           "elements, got " +
+                           type_name(rng_));
+    auto rs = py::reinterpret_borrow<py::array_t<std::uint64_t>>(rng_);
+    py::array_t<std::int32_t> out(n);
+    {
+      ComputeScope nogil;
+      s.run(h, c, prime.data(), prime.size(), n, opt, Rng{rs.mutable_data()}, out.mutable_data());
+    }
+    return out;
+  }
+
+  DType dt_;
+  std::unique_ptr<Sampler<float>> f32_;
+  std::unique_ptr<Sampler<double>> f64_;
+};
 
 const char *kSoftmaxXentDoc = R"doc(Fused, numerically stable softmax + cross-entropy.
 
@@ -381,13 +403,17 @@ void bind_lm(py::module_ &m) {
   m.def("linear_cross_entropy", &linear_xent_py, py::arg("h"), py::arg("w"), py::arg("b"),
         py::arg("targets"), py::kw_only(), py::arg("grad") = py::bool_(true),
         py::arg("mask") = py::none(), py::arg("ignore_index") = py::none(), kLinearXentDoc);
-  m.def("_sample_loop", &sample_py, py::arg("cell"), py::arg("layers"), py::arg("embedding"),
-        py::arg("w_out"), py::arg("b_out"), py::arg("h"), py::arg("c"), py::arg("prime"),
-        py::arg("n"), py::arg("temperature"), py::arg("top_k"), py::arg("greedy"),
-        py::arg("rng_state"),
-        "Private: the sampling loop behind rnncore.sample (see lm/sample.h). Feeds prime, "
-        "draws n ids; h (L, H), c (L, H) (LSTM) and rng_state (4,) uint64 are updated in "
-        "place.");
+  py::class_<PySampler>(m, "_Sampler",
+                        "Private: the sampling loop behind rnncore.sample (see lm/sample.h): a "
+                        "model's weights packed once, copied (later changes to the arrays are "
+                        "not seen).")
+      .def(py::init<const std::string &, py::list, py::handle, py::handle, py::handle>(),
+           py::arg("cell"), py::arg("layers"), py::arg("embedding"), py::arg("w_out"),
+           py::arg("b_out"))
+      .def("run", &PySampler::run, py::arg("h"), py::arg("c"), py::arg("prime"), py::arg("n"),
+           py::arg("temperature"), py::arg("top_k"), py::arg("greedy"), py::arg("rng_state"),
+           "Feeds prime, draws n ids; h (L, H), c (L, H) (LSTM) and rng_state (4,) uint64 are "
+           "updated in place.");
 }
 
 }  // namespace rnncore::bindings

@@ -59,18 +59,19 @@ struct PointwiseKernels {
   void (*gru_rb_forward_n)(float *gi, const float *gh, const float *h_prev, float *h,
                            const float *b_ih, const float *b_hh, std::ptrdiff_t ci,
                            std::ptrdiff_t chn, int j0, int w, int B, int H);
-  // LSTM step of the sampler (batch 1, PyTorch's gate order): the pre-activations are
-  // x + gh, both (4H) as i, f, g, o blocks of H; c and h (H) are updated in place.
-  void (*lstm_step_row)(float *h, float *c, const float *x, const float *gh, int H);
+  // LSTM step of the sampler (batch 1, PyTorch's gate order): the pre-activations `gates`
+  // (4H) as i, f, g, o blocks of H; c and h (H) are updated in place.
+  void (*lstm_step_row)(float *h, float *c, const float *gates, int H);
   // RNN: h = tanh(h + bias) in place over columns [j0, j1) of B rows of width H.
   void (*rnn_tanh)(float *h, const float *bias, int B, int H, int j0, int j1);
   // y = tanh(x) or sigmoid(x), n elements (tests and probes).
   void (*tanh)(float *y, const float *x, std::ptrdiff_t n);
   void (*sigmoid)(float *y, const float *x, std::ptrdiff_t n);
   // The sampler's matrix-vector product: nb blocks of 32 rows packed [cols][32], `stride`
-  // floats apart; acc (32 nb) = each block's rows times x (cols), summed over j in order.
-  void (*column_sums)(float *acc, const float *blk, std::ptrdiff_t stride, const float *x, int cols,
-                      int nb);
+  // floats apart; y (32 nb) = init (32 nb) + each block's rows times x (cols), the FMAs over j
+  // in order starting from init.
+  void (*column_sums)(float *y, const float *blk, std::ptrdiff_t stride, const float *x, int cols,
+                      int nb, const float *init);
 };
 
 PointwisePath pointwise_path();            // the path the float32 pointwise passes use

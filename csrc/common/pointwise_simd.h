@@ -239,12 +239,12 @@ void gru_rb_forward_n(float *gi, const float *gh, const float *h_prev, float *h,
     gru_rb_forward_n_rows<false>(gi, gh, h_prev, h, b_ih, b_hh, ci, chn, j0, w, B, H);
 }
 
-void lstm_step_row(float *h, float *c, const float *x, const float *gh, int H) {
+void lstm_step_row(float *h, float *c, const float *gates, int H) {
   for (int j = 0; j < H; j += 16) {
     const int w = H - j < 16 ? H - j : 16;
     auto pre = [&](int gate) {
       const idx o = static_cast<idx>(gate) * H + j;
-      return w == 16 ? add(load(x + o), load(gh + o)) : add(load_n(x + o, w), load_n(gh + o, w));
+      return w == 16 ? load(gates + o) : load_n(gates + o, w);
     };
     const V i = sigmoid_v(pre(0)), f = sigmoid_v(pre(1)), g = tanh_v(pre(2)), o = sigmoid_v(pre(3));
     const V ct = fmadd(f, w == 16 ? load(c + j) : load_n(c + j, w), mul(i, g));
@@ -268,15 +268,17 @@ void rnn_tanh(float *h, const float *bias, int B, int H, int j0, int j1) {
 }
 
 // The sampler's matrix-vector product (lm/sample.cpp) over nb packed blocks of 32 rows, each
-// [cols][32], `stride` floats apart: acc[32 b + i] = sum over j of x[j] blk_b[j][i], j in
-// order (the same FMAs in the same order as one block at a time: results do not change). Two
-// blocks per pass (kSamplerBlocks, set by each unit: as many as its registers hold), then pairs,
-// then one: at one block the accumulator chains wait on the FMA latency.
+// [cols][32], `stride` floats apart: y[32 b + i] = init[32 b + i] + the sum over j of
+// x[j] blk_b[j][i], j in order (the same FMAs in the same order however the blocks are grouped:
+// results do not change). kSamplerBlocks blocks per pass (set by each unit: as many as its
+// registers hold), then the remaining ones in one pass: at one block the accumulator chains
+// wait on the FMA latency.
 template <int NB>
-inline void column_sums_n(float *acc, const float *blk, idx stride, const float *x, int cols) {
+inline void column_sums_n(float *y, const float *blk, idx stride, const float *x, int cols,
+                          const float *init) {
   V a[2 * NB];
 #pragma GCC unroll 8
-  for (int i = 0; i < 2 * NB; ++i) a[i] = set1(0.0f);
+  for (int i = 0; i < 2 * NB; ++i) a[i] = load(init + 16 * i);
   for (int j = 0; j < cols; ++j, blk += 32) {
     const V xj = set1(x[j]);
 #pragma GCC unroll 8
@@ -286,15 +288,26 @@ inline void column_sums_n(float *acc, const float *blk, idx stride, const float 
     }
   }
 #pragma GCC unroll 8
-  for (int i = 0; i < 2 * NB; ++i) store(acc + 16 * i, a[i]);
+  for (int i = 0; i < 2 * NB; ++i) store(y + 16 * i, a[i]);
 }
 
-void column_sums(float *acc, const float *blk, idx stride, const float *x, int cols, int nb) {
+// The last nb (< kSamplerBlocks) blocks in one pass.
+template <int NB>
+inline void column_sums_tail(float *y, const float *blk, idx stride, const float *x, int cols,
+                             const float *init, int nb) {
+  if constexpr (NB > 0) {
+    if (nb == NB) return column_sums_n<NB>(y, blk, stride, x, cols, init);
+    column_sums_tail<NB - 1>(y, blk, stride, x, cols, init, nb);
+  }
+}
+
+void column_sums(float *y, const float *blk, idx stride, const float *x, int cols, int nb,
+                 const float *init) {
   int b = 0;
   for (; b + kSamplerBlocks <= nb; b += kSamplerBlocks)
-    column_sums_n<kSamplerBlocks>(acc + 32 * b, blk + b * stride, stride, x, cols);
-  for (; b + 2 <= nb; b += 2) column_sums_n<2>(acc + 32 * b, blk + b * stride, stride, x, cols);
-  if (b < nb) column_sums_n<1>(acc + 32 * b, blk + b * stride, stride, x, cols);
+    column_sums_n<kSamplerBlocks>(y + 32 * b, blk + b * stride, stride, x, cols, init + 32 * b);
+  column_sums_tail<kSamplerBlocks - 1>(y + 32 * b, blk + b * stride, stride, x, cols, init + 32 * b,
+                                       nb - b);
 }
 
 template <V (*F)(V)>

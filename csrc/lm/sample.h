@@ -6,12 +6,14 @@
 //   embedding (V, E)    w_out (V, H)      b_out (V)
 //   h, c (L, H)         the state, read and updated in place
 //
-// Per token: layer 0's input projection is a row of a table computed once per call
-// (embedding w_ih_0^T + b_ih_0, V x G*H), every other product a gemv, then the output logits
-// and a draw from softmax(logits / temperature), optionally restricted to the top k.
+// Per token: layer 0's input projection is a row of a table computed once per Sampler
+// (embedding w_ih_0^T + b_ih_0, V x G*H), every other product a gemv (one over [x; h] for the
+// LSTM and the RNN), then the output logits and a draw from softmax(logits / temperature),
+// optionally restricted to the top k.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace rnncore {
@@ -52,12 +54,36 @@ struct Rng {
   double uniform();  // [0, 1), 53 random bits
 };
 
-// Feed prime[0..P) (P >= 1), then draw n tokens into out: out[0] from the distribution after the
-// last prime token, out[i] after out[i-1]. The last drawn token is *not* fed: a continuation
-// call passes it as its prime. h and c (LSTM only, else nullptr) are updated in place.
+// One model made ready to sample from: its weights packed for the per-token products and layer
+// 0's table (embedding w_ih_0^T + biases, V x G*H), built once and used by every run. It copies
+// what it needs: m's arrays may be freed or changed afterwards (a run samples the weights as they
+// were when the Sampler was built). run is const and may be called from several threads at once
+// with their own h, c, rng and out.
 template <typename T>
-void sample_loop(const SampleModel<T> &m, T *h, T *c, const std::int32_t *prime, long long P,
-                 long long n, const SampleOptions &opt, Rng rng, std::int32_t *out);
+class Sampler {
+ public:
+  explicit Sampler(const SampleModel<T> &m);  // m has at least one layer, H >= 1, V >= 1
+  ~Sampler();
+  Sampler(Sampler &&) noexcept;
+  Sampler(const Sampler &) = delete;
+  Sampler &operator=(const Sampler &) = delete;
+
+  int layers() const;
+  int hidden() const;
+  int vocab() const;
+  CellKind cell() const;
+
+  // Feed prime[0..P) (P >= 1, ids < V), then draw n tokens into out: out[0] from the
+  // distribution after the last prime token, out[i] after out[i-1]. The last drawn token is
+  // *not* fed: a continuation run passes it as its prime. h and c (LSTM only, else nullptr),
+  // each (L, H), are updated in place.
+  void run(T *h, T *c, const std::int32_t *prime, long long P, long long n,
+           const SampleOptions &opt, Rng rng, std::int32_t *out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // Seconds for `calls` float32 products y = W x of a (rows, cols) W through the sampler's own
 // matrix-vector kernel: the benchmarks' ceiling for sample_loop, whose every token reads its

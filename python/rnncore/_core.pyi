@@ -182,18 +182,25 @@ def linear_cross_entropy(
     dw (V,H), db (V,) | None (None with grad=False); mask, ignore_index as
     softmax_cross_entropy."""
 
-def _sample_loop(
-    cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"],
-    layers: list[tuple[_Array, _Array, _Array | None, _Array | None]],
-    embedding: _Array | None,
-    w_out: _Array,
-    b_out: _Array | None,
-    h: _Array,
-    c: _Array | None,
-    prime: npt.NDArray[np.integer],
-    n: int,
-    temperature: float,
-    top_k: int,
-    greedy: bool,
-    rng_state: npt.NDArray[np.uint64],
-) -> npt.NDArray[np.int32]: ...
+class _Sampler:
+    """A model's weights packed once for sampling (a copy); run() per chunk of tokens."""
+
+    def __init__(
+        self,
+        cell: Literal["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_reset_before"],
+        layers: list[tuple[_Array, _Array, _Array | None, _Array | None]],
+        embedding: _Array | None,
+        w_out: _Array,
+        b_out: _Array | None,
+    ) -> None: ...
+    def run(
+        self,
+        h: _Array,
+        c: _Array | None,
+        prime: npt.NDArray[np.integer],
+        n: int,
+        temperature: float,
+        top_k: int,
+        greedy: bool,
+        rng_state: npt.NDArray[np.uint64],
+    ) -> npt.NDArray[np.int32]: ...

@@ -105,18 +105,19 @@ def sample_stream(
 
     p = model.params.params
     layers = [model.rnn.layer_weights(k) for k in range(model.num_layers)]
-    emb = p.get("embedding.weight")
+    # The weights are packed once for the whole stream (a copy: the stream samples the model as
+    # it was when it started).
+    sampler = _core._Sampler(
+        _cell_kind(model), layers, p.get("embedding.weight"), p["decoder.weight"],
+        p["decoder.bias"],
+    )  # fmt: skip
     h = np.zeros((model.num_layers, model.hidden_size), model.dtype)
     c = np.zeros_like(h) if model.cell == "lstm" else None
-    cell = _cell_kind(model)
     feed = np.asarray(ids, np.int64)
     left = int(length)
     while left > 0:
         n = min(chunk_size, left)
-        out = _core._sample_loop(
-            cell, layers, emb, p["decoder.weight"], p["decoder.bias"], h, c, feed, n,
-            temperature, int(k), bool(greedy), rng_state,
-        )  # fmt: skip
+        out = sampler.run(h, c, feed, n, temperature, int(k), bool(greedy), rng_state)
         feed = out[-1:].astype(np.int64)  # the last token drawn is fed by the next call
         left -= n
         yield vocab.decode(out)

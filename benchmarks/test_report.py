@@ -276,6 +276,20 @@ def test_train_step_times_every_worker(capsys):
         assert number(row[f"{impl} steps/s"]) > 0, row
     if common.torch_installed():
         assert row["speed-up"].endswith("x") and number(row["speed-up"]) > 0, row
+    # The same run's sgemm ceiling, and every GFLOP/s figure is the step's work over its time.
+    ceiling = number(row["sgemm ceiling GFLOP/s"])
+    assert ceiling > 1, row
+    flops = train_step.step_flops("lstm", 65)
+    best_ms = min(number(row["rnncore ms"]), number(row["rnncore (malloc tuned) ms"]))
+    gflops = float(row["rnncore GFLOP/s"].split()[0])
+    assert gflops == pytest.approx(flops / best_ms / 1e6, rel=0.02, abs=0.1), row
+    share = float(row["rnncore GFLOP/s"].split("(")[1].rstrip("%)"))
+    assert share == pytest.approx(100 * gflops / ceiling, abs=1), row
+    if common.torch_installed():
+        torch_gflops = float(row["torch GFLOP/s"].split()[0])
+        need = float(row["1.5x torch needs GFLOP/s"].split()[0])
+        assert need == pytest.approx(1.5 * torch_gflops, rel=0.02, abs=0.1), row
+    assert "GEMM work per step: 3.565 GFLOP" in out
     assert "recurrent kernel **" in out and "OpenBLAS corename **" in out
     assert "(malloc tuned): started with `MALLOC_MMAP_THRESHOLD_=33554432`" in out
     assert "sampling, 1 thread:" in out and "% of it" in out

@@ -19,6 +19,12 @@ timed steps. Times are medians of the samples; the speed-up is the median of the
 ratios torch / rnncore, each at the faster of its two settings. A step whose loss is not
 finite stops the run (exit status 1), as does a worker that fails or dies.
 
+After each thread count's rounds the rnncore worker (as found) measures the machine's sgemm
+ceiling at that thread count (1024^3, the better of OpenBLAS and the packed micro-kernel, best
+of 3 probes), and the table puts every figure against it: each step's GEMM work (steps_flops:
+the forward's products, and the backward's two per forward product, dx and dW) over its time,
+and what a speed-up TARGET over torch would need, in GFLOP/s and as a share of the ceiling.
+
 Then the sampler (characters per second, one thread, in the rnncore worker as found) against
 its ceiling: the same run's speed of streaming the weights read per character through the
 sampler's matrix-vector kernel.
@@ -48,6 +54,18 @@ SETTINGS = (AS_FOUND, MALLOC_TUNED)
 WARMUP_STEPS = 3
 REQUEST_TIMEOUT = 1800.0  # seconds a worker may take to answer one request before it is killed
 BUSY_WARNING = 0.1  # share of the CPUs used by other processes that makes timings suspect
+TARGET = 1.5  # the speed-up over torch the performance issue asks of the training step
+CEILING_SQUARE = 1024  # M = N = K of the sgemm ceiling
+
+
+def step_flops(cell: str, V: int) -> float:
+    """The GEMM work of one training step, in FLOP: per layer the input and recurrent products
+    of every step (2 T B G H (D + H)), the decoder (2 T B H V), all of it three times (forward,
+    and the backward's dx and dW; layer 0's dx feeds the embedding's gradient). The pointwise
+    passes, the softmax and Adam are left out: the figure is a lower bound on the work."""
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    layers = sum(2 * T * B * G * H * ((E if k == 0 else H) + H) for k in range(L))
+    return 3.0 * (layers + 2 * T * B * H * V)
 
 
 def torch_program(cell: str, V: int, E: int, H: int, L: int, seed: int) -> Callable[..., float]:
@@ -130,7 +148,7 @@ class _Worker:
         threads_set = common.set_threads(threads, self.impl)[self.impl]
         for i in range(WARMUP_STEPS):
             self._checked(i)
-        return {"threads_set": threads_set}
+        return {"threads_set": threads_set, "vocab": len(self.corpus.vocab)}
 
     def _rnncore_step(self, _i: int) -> float:
         info = self.trainer.train_step()  # the Trainer draws its own next batch
@@ -187,12 +205,27 @@ class _Worker:
             "gb_per_s": probe["gb_per_s"],
         }
 
+    def ceiling(self, threads: int, min_time: float, runs: int) -> dict[str, Any]:
+        """The sgemm ceiling at a thread count: the best GFLOP/s of runs probes of each kernel
+        on the square product, the better kernel's figure."""
+        from rnncore import _core
+
+        n = CEILING_SQUARE
+        best: dict[str, Any] = {"gflops": 0.0}
+        for kernel in ("blas", "packed"):
+            for _ in range(runs):
+                probe = _core._gemm_probe(n, n, n, kernel, threads, min_time)
+                if probe["gflops"] > best["gflops"]:
+                    best = {"gflops": probe["gflops"], "kernel": probe["kernel"]}
+        return best
+
 
 def worker_handlers(impl: str) -> dict[str, Callable[..., Any]]:
     """The requests a train_step worker of impl serves (workers.serve calls this)."""
     w = _Worker(impl)
     handlers = {"hello": w.hello, "setup": w.setup, "sample": w.sample}
-    return handlers | ({"sampler": w.sampler} if impl == "rnncore" else {})
+    extra = {"sampler": w.sampler, "ceiling": w.ceiling} if impl == "rnncore" else {}
+    return handlers | extra
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,12 +242,23 @@ def _ms(samples: list[float] | None) -> str:
     return "–" if not samples else f"{statistics.median(samples) * 1e3:.1f}"
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
+def _rate(flops: float, seconds: float | None, ceiling: float | None) -> str:
+    """GFLOP/s of flops in seconds, with its share of the ceiling in parentheses."""
+    if seconds is None:
+        return "–"
+    gflops = flops / seconds / 1e9
+    return f"{gflops:.1f}" + ("" if ceiling is None else f" ({gflops / ceiling:.0%})")
+
+
+def table(rows: list[dict[str, Any]], flops: float) -> list[str]:
     """The markdown table: per thread count, every worker's median ms (the faster setting of
-    each implementation in bold), steps/s at the faster setting, the speed-up."""
+    each implementation in bold), steps/s at the faster setting, the speed-up, and against the
+    same run's sgemm ceiling: each implementation's GFLOP/s and what TARGET x torch needs."""
     columns = [lb for impl in IMPLS for lb in labels_of(impl)]
     head = ["threads", *(f"{c} ms" for c in columns), "rnncore steps/s", "torch steps/s"]
-    lines = ["| " + " | ".join([*head, "speed-up"]) + " |", "|" + "---|" * (len(head) + 1)]
+    head += ["speed-up", "sgemm ceiling GFLOP/s", "rnncore GFLOP/s", "torch GFLOP/s"]
+    head += [f"{TARGET:g}x torch needs GFLOP/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         samples: dict[str, list[float]] = row["samples_s"]
         best = {impl: workers.fastest(samples, labels_of(impl)) for impl in IMPLS}
@@ -231,6 +275,15 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
         else:
             ratio = workers.paired_ratio(samples[best["torch"]], samples[best["rnncore"]])
             cells.append(f"{ratio:.2f}x")
+        ceiling = row.get("ceiling")
+        cells.append("–" if ceiling is None else f"{ceiling:.1f}")
+        for impl in IMPLS:
+            name = best[impl]
+            seconds = None if name is None else statistics.median(samples[name])
+            cells.append(_rate(flops, seconds, ceiling))
+        name = best["torch"]
+        seconds = None if name is None else statistics.median(samples[name]) / TARGET
+        cells.append(_rate(flops, seconds, ceiling))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -270,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = [(impl, s) for impl in impls for s in SETTINGS]
     env = common.machine()
     rows: list[dict[str, Any]] = []
-    sampler = None
+    sampler, V = None, 0
     try:
         with workers.Pool("train_step", specs) as pool:
             hellos = {name: w.hello for name, w in pool.workers.items()}
@@ -280,14 +333,24 @@ def main(argv: list[str] | None = None) -> int:
                 for w in team:  # side by side: the warm-up steps are not timed
                     w.send("setup", cell=args.cell, threads=n, steps=args.steps)
                 for w in team:
-                    w.receive("setup", REQUEST_TIMEOUT)
+                    V = w.receive("setup", REQUEST_TIMEOUT)["vocab"]
                 watch = CpuWatch(pool.pids())
                 request = {"settle": args.settle, "steps": args.steps}
                 requests = dict.fromkeys(pool.workers, request)
                 samples = workers.run_rounds(team, args.rounds, requests)
-                rows.append({"threads": n, "samples_s": samples, "cpu_others": watch.others()})
+                others_n = watch.others()
+                ceiling = pool["rnncore"].request(
+                    "ceiling", REQUEST_TIMEOUT, threads=n, min_time=0.2, runs=3
+                )
+                row = {"threads": n, "samples_s": samples, "cpu_others": others_n}
+                rows.append(row | {"ceiling": ceiling["gflops"]})
                 times = ", ".join(f"{k} {_ms(v)} ms" for k, v in samples.items())
-                print(f"{n} thread(s): {times}", file=sys.stderr, flush=True)
+                print(
+                    f"{n} thread(s): {times}; sgemm ceiling {ceiling['gflops']:.1f} GFLOP/s "
+                    f"({ceiling['kernel']})",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if args.sample_chars:
                 sampler = pool["rnncore"].request(
                     "sampler", REQUEST_TIMEOUT, chars=args.sample_chars, seeds=5, min_time=0.5
@@ -319,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         "round), each at its faster setting",
         f"- other processes used {others['others']:.0%} of the CPUs during the run "
         f"(hypervisor steal {others['steal']:.0%})",
+        f"- GEMM work per step: {step_flops(args.cell, V) / 1e9:.3f} GFLOP (`step_flops`: the "
+        "products of the forward and the backward's dx and dW; GFLOP/s columns divide it by "
+        "the median step; in parentheses the share of the sgemm ceiling that the rnncore "
+        "worker measured right after that thread count's rounds)",
         "",
-        *table(rows),
+        *table(rows, step_flops(args.cell, V)),
     ]
     if any(sum(r["cpu_others"].values()) > BUSY_WARNING for r in rows):
         lines += [

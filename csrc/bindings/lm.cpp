@@ -261,11 +261,11 @@ class PySampler {
                             ": cell must be rnn_tanh, rnn_relu, lstm, gru or "
                             "gru_reset_before, got '" +
                             cell + "'");
-    dt_ = dtype_from(fn, w_out, "w_out");
-    if (dt_ == DType::F32)
-      f32_ = sampler_impl<float>(fn, it->second, layers, embedding, w_out, b_out, dt_);
+    const DType dt = dtype_from(fn, w_out, "w_out");
+    if (dt == DType::F32)
+      f32_ = sampler_impl<float>(fn, it->second, layers, embedding, w_out, b_out, dt);
     else
-      f64_ = sampler_impl<double>(fn, it->second, layers, embedding, w_out, b_out, dt_);
+      f64_ = sampler_impl<double>(fn, it->second, layers, embedding, w_out, b_out, dt);
   }
 
   py::array_t<std::int32_t> run(py::handle h, py::handle c, py::handle prime, long long n,
@@ -312,8 +312,7 @@ class PySampler {
     return out;
   }
 
-  DType dt_;
-  std::unique_ptr<Sampler<float>> f32_;
+  std::unique_ptr<Sampler<float>> f32_;  // the one of the model's dtype is set
   std::unique_ptr<Sampler<double>> f64_;
 };
 

@@ -128,6 +128,18 @@ void bind_runtime(py::module_ &m) {
       "Set the number of OpenMP threads rnncore's kernels use (n >= 1).\n\n"
       "Affects only rnncore: OMP_NUM_THREADS and other OpenMP users in the process are left "
       "alone.");
+  m.def(
+      "_set_thread_limit",
+      [](int n) {
+        if (n < 0 || n > 4096)
+          throw py::value_error("_set_thread_limit: n must be between 0 and 4096, got " +
+                                std::to_string(n));
+        return set_thread_limit(n);
+      },
+      py::arg("n"),
+      "Cap the threads of the kernels this OS thread calls at n (0: no cap, "
+      "get_num_threads() applies); returns the previous cap. Internal: the wavefront schedule "
+      "of a stack runs each layer on its own Python thread with its share of the cores.");
   m.def("get_num_threads", &num_threads,
         "Number of threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else "
         "all cores.");

@@ -121,10 +121,11 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
-    // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        in_arena, s.p);
+    // Input projection, this thread's gate columns, a chunk ahead.
+    InputProjection<T> in(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
+                          s.p, n);
     for (int t = 0; t < n.steps(); ++t) {
+      in.before(t);
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       // Each tile of the product (gh = h_{t-1} W_hh^T), then its units' update.
       fused_step(rec, a.gh, G * n.H, hp, n.H, n.rows(t), false, g3, G * kUnitBlock, s,

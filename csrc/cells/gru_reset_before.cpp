@@ -170,10 +170,11 @@ void gru_reset_before_forward(const GruForwardArgs<T> &a) {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, 2 * s.j0, 2 * s.j1, s.p);
     const StepGemm<T> rec_n = arena_n.slice(w_hn, n.H, true, s.j0, s.j1, s.p);
-    // Input projection, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        in_arena, s.p);
+    // Input projection, this thread's gate columns, a chunk ahead.
+    InputProjection<T> in(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
+                          s.p, n);
     for (int t = 0; t < n.steps(); ++t) {
+      in.before(t);
       const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
       rec.run(a.gh, G * n.H, hp, n.H, n.rows(t), false);
       for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { forward_rz_block(a, t, hp, k, w, pk); });

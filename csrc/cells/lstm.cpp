@@ -125,10 +125,11 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
     const ThreadSlice s = thread_slice(n.H);
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
-    // Input projection of all N rows that run, this thread's gate columns.
-    input_projection<T>(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.N(), n.D, G * s.j0, G * s.j1,
-                        in_arena, s.p);
+    // Input projection of the rows that run, this thread's gate columns, a chunk ahead.
+    InputProjection<T> in(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
+                          s.p, n);
     for (int t = 0; t < n.steps(); ++t) {
+      in.before(t);
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
       const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
       T *g = a.gates + n.at(t) * GH;                             // (rows(t),4H)

@@ -113,9 +113,11 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
   {
     const ThreadSlice s = thread_slice(n.H);
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
-    // Input projection of all N rows that run, this thread's columns: hs[:, j0:j1] = x W_ih^T
-    input_projection<T>(a.hs, n.H, a.x, a.ids, a.w_ih, n.N(), n.D, s.j0, s.j1, in_arena, s.p);
+    // Input projection of the rows that run, this thread's columns, a chunk ahead:
+    // hs[:, j0:j1] = x W_ih^T
+    InputProjection<T> in(a.hs, n.H, a.x, a.ids, a.w_ih, n.D, s.j0, s.j1, in_arena, s.p, n);
     for (int t = 0; t < n.steps(); ++t) {
+      in.before(t);
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
       T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
       // Each tile of the product (h += h_{t-1} W_hh^T), then its units' activation.

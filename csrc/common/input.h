@@ -19,6 +19,7 @@
 
 #include "common/blas.h"
 #include "common/gates.h"
+#include "common/sequence.h"
 #include "common/step_gemm.h"
 
 namespace rnncore {
@@ -30,24 +31,70 @@ PackArena<T> input_arena(int D, int GH, int threads, bool one_hot) {
   return PackArena<T>(D, one_hot ? 0 : GH, threads, !one_hot && input_side_packed(D, GH));
 }
 
-// out[:, c0:c1] (TB rows, leading dimension ldo) = the input projection. Dense input runs on the
-// step product's kernel (common/step_gemm.h) with W's rows [c0, c1) in thread p's slice of
-// `arena` (input_arena): packed, float32 takes the micro-kernel (no beta pass, no per-call
-// packing of x); otherwise OpenBLAS.
+// out[:, c0:c1] (rows of leading dimension ldo) = the input projection, thread p's gate
+// columns. Dense input runs on the step product's kernel (common/step_gemm.h) with W's rows
+// [c0, c1) in thread p's slice of `arena` (input_arena): packed, float32 takes the
+// micro-kernel (no beta pass, no per-call packing of x); otherwise OpenBLAS.
+//
+// A cell asks for it step by step (before(t) ahead of step t): where every element is computed
+// the same whatever rows a call covers (the packed kernel, and the gather of one-hot input), it
+// projects a chunk of steps at a time, about 256 KB of this thread's columns, just before they
+// run, so the step's product accumulates into rows still in L2 instead of rows written out to
+// L3 a whole sequence earlier. OpenBLAS (float64, or W too big for L2) projects every row at
+// step 0, as one call. Each thread reads only its own columns, so no barrier is needed.
 template <typename T>
-void input_projection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int TB,
-                      int D, int c0, int c1, const PackArena<T> &arena, int p) {
-  if (c1 <= c0) return;
-  if (!ids) {
-    arena.slice(w, D, true, c0, c1, p).run(out, ldo, x, D, TB, false);
-    return;
+class InputProjection {
+ public:
+  InputProjection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int D, int c0,
+                  int c1, const PackArena<T> &arena, int p, SeqSizes n)
+      : out_(out),
+        x_(x),
+        w_(w),
+        ids_(ids),
+        ldo_(ldo),
+        D_(D),
+        c0_(c0),
+        c1_(c1),
+        n_(n),
+        gemm_(ids || c1 <= c0 ? arena.slice(w, D, true, c0, c0, p)
+                              : arena.slice(w, D, true, c0, c1, p)) {
+    const bool by_rows = ids != nullptr || gemm_.panel() > 0;
+    const idx row_bytes = std::max(1, c1 - c0) * static_cast<idx>(sizeof(T));
+    chunk_rows_ = by_rows ? std::max<idx>(1, (idx(256) << 10) / row_bytes) : idx(n.N());
   }
-  const int N = ldo;  // one-hot callers pass the full gate width as ldo: Wt is (D, ldo)
-  for (int i = 0; i < TB; ++i)
-    std::memcpy(out + static_cast<std::ptrdiff_t>(i) * ldo + c0,
-                w + static_cast<std::ptrdiff_t>(ids[i]) * N + c0,
-                static_cast<std::size_t>(c1 - c0) * sizeof(T));
-}
+
+  // Project the rows of step t (and of the steps after it in its chunk) unless done already.
+  void before(int t) {
+    if (t < next_ || c1_ <= c0_) return;
+    int end = t + 1;
+    while (end < n_.steps() && n_.at(end) + n_.rows(end) - n_.at(t) <= chunk_rows_) ++end;
+    if (chunk_rows_ >= n_.N()) end = n_.steps();
+    run(n_.row0(t), n_.row0(end - 1) + n_.rows(end - 1));
+    next_ = end;
+  }
+
+ private:
+  void run(int r0, int r1) const {
+    T *out = out_ + static_cast<idx>(r0) * ldo_;
+    if (!ids_) {
+      gemm_.run(out, ldo_, x_ + static_cast<idx>(r0) * D_, D_, r1 - r0, false);
+      return;
+    }
+    const int N = ldo_;  // one-hot callers pass the full gate width as ldo: Wt is (D, ldo)
+    for (int i = r0; i < r1; ++i)
+      std::memcpy(out_ + static_cast<idx>(i) * ldo_ + c0_, w_ + static_cast<idx>(ids_[i]) * N + c0_,
+                  static_cast<std::size_t>(c1_ - c0_) * sizeof(T));
+  }
+
+  T *out_;
+  const T *x_, *w_;
+  const std::int32_t *ids_;
+  int ldo_, D_, c0_, c1_;
+  SeqSizes n_;
+  StepGemm<T> gemm_;
+  idx chunk_rows_ = 0;
+  int next_ = 0;  // the first step not projected yet
+};
 
 // Rows [c0, c1) of dW (N, D) (overwritten) from g (TB, ldg). One-hot input accumulates in
 // `scratch` (D, N: columns [c0, c1) are this thread's) and writes the transpose out.

@@ -10,10 +10,18 @@ namespace rnncore {
 
 namespace {
 std::atomic<int> g_num_threads{1};
-}
+thread_local int t_thread_limit = 0;  // 0: none
+}  // namespace
 
 int num_threads() {
-  return g_num_threads.load(std::memory_order_relaxed);
+  const int n = g_num_threads.load(std::memory_order_relaxed);
+  return t_thread_limit > 0 ? std::min(n, t_thread_limit) : n;
+}
+
+int set_thread_limit(int n) {
+  const int previous = t_thread_limit;
+  t_thread_limit = std::max(0, n);
+  return previous;
 }
 
 void set_num_threads(int n) {

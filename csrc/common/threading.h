@@ -13,6 +13,10 @@ namespace rnncore {
 // what other OpenMP users in the process see.
 int num_threads();
 void set_num_threads(int n);
+// A cap on num_threads() for the calling OS thread only (0: none), so that several Python threads
+// can each run kernels on their own share of the cores (the wavefront schedule of a stack,
+// rnncore/wavefront.py). Returns the previous cap.
+int set_thread_limit(int n);
 
 // Called once at import: OpenBLAS at one thread, thread count initialised from the environment.
 void init_threading();

@@ -138,6 +138,10 @@ class WorkspacePool:
     def __copy__(self) -> WorkspacePool: ...
     def __deepcopy__(self, memo: object) -> WorkspacePool: ...
 
+def _set_thread_limit(n: int) -> int:
+    """Cap the kernels' threads for the calling OS thread (0: none); returns the previous cap."""
+    ...
+
 def get_num_threads() -> int:
     """Threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else all cores."""
 

@@ -6,37 +6,9 @@ and the caches of its last training forward. Python owns the stacking, the direc
 dropout; each direction of each layer is one call of the C++ kernel over the whole sequence.
 What forward and backward accept is checked in rnncore.stack_inputs.
 
-Shape legend
-------------
-    T           sequence length
-    B           batch size
-    D           input_size
-    H           hidden_size
-    L           num_layers
-    G           gates stacked in the weights: 1 (RNN), 4 (LSTM: i, f, g, o), 3 (GRU: r, z, n)
-    dirs        directions per layer: 1, or 2 with bidirectional=True
-
-    x           (T, B, D)    inputs, time-major
-    lengths     (B,)         steps each sequence runs, in [0, T] (None: all T)
-    y           (T, B, dirs*H)  outputs of the last layer (its hidden state after every step;
-                             bidirectional: the forward direction's H units, then the reverse's)
-    state       (L*dirs, B, H)  hidden state of every layer and direction, in PyTorch's order
-                             (layer 0 forward, layer 0 reverse, layer 1 forward, ...); LSTM: a
-                             tuple (h, c) of two such arrays
-    weight_ih_l0            (G*H, D)       input-to-hidden weights of layer 0
-    weight_ih_l{k}, k >= 1  (G*H, dirs*H)  layer k's input is layer k-1's output
-    weight_hh_l{k}          (G*H, H)
-    bias_ih_l{k}, bias_hh_l{k}  (G*H,)     (absent with bias=False)
-    ..._l{k}_reverse        the same four for the reverse direction (bidirectional=True),
-                            after the forward direction's four in state_dict order
-
-Training step::
-
-    layer.zero_grad()
-    y, state = layer.forward(x, state)             # keeps the caches on the layer
-    dx, dstate = layer.backward(dy)                # adds into layer.grads
-    for name, p in layer.parameters().items():     # the live arrays
-        p -= lr * layer.grads[name]
+The shape legend (T, B, D, H, L, G, dirs) and a training step are in rnncore.layers' module
+docstring. With ``wavefront = True`` a unidirectional stack of 2+ layers runs layer by chunk of
+steps instead, each layer on its own thread (rnncore.wavefront).
 """
 
 from __future__ import annotations
@@ -48,7 +20,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from . import _core
+from . import _core, wavefront
 from .checks import flag, fraction, positive_int
 from .params import load_arrays
 from .stack_inputs import as_float_array, check_input, check_lengths, pack_state, unpack_state
@@ -80,6 +52,7 @@ class _Tape:
     T: int
     B: int
     input_weight_given: bool  # layer 0 ran with a caller's input weight (see forward)
+    wavefront: bool = False  # caches[layer][chunk] of the wavefront schedule (rnncore.wavefront)
 
 
 class RecurrentStack(Generic[S]):
@@ -148,6 +121,7 @@ class RecurrentStack(Generic[S]):
         # The buffers the kernels allocate (caches, scratch, outputs) are reused from call to
         # call through this stack's own pool: a training loop faults its memory in once.
         self._pool = _core.WorkspacePool()
+        self._wavefront = False
 
     # --- what the stack is --------------------------------------------------------------------
 
@@ -175,6 +149,18 @@ class RecurrentStack(Generic[S]):
         """The cell options the kernels get, e.g. ``{"nonlinearity": "tanh"}`` for an RNN,
         ``{"reset_after": True}`` for a GRU, ``{}`` for the LSTM (a copy)."""
         return dict(self._options)
+
+    @property
+    def wavefront(self) -> bool:
+        """Run a unidirectional stack of 2+ layers on the wavefront schedule (rnncore.wavefront:
+        each layer on its own thread, a chunk of steps behind the layer below) instead of layer
+        after layer; off by default (docs/performance.md has the measurements). Results agree
+        with the default schedule to rounding; bidirectional stacks ignore it."""
+        return self._wavefront
+
+    @wavefront.setter
+    def wavefront(self, on: bool) -> None:
+        self._wavefront = flag(f"{type(self).__name__}.wavefront", "wavefront", on)
 
     # --- parameters ---------------------------------------------------------------------------
 
@@ -320,10 +306,12 @@ class RecurrentStack(Generic[S]):
         self._tape = None  # frees the previous caches before the kernels allocate new ones
         self._input_weight_grad = None
         fwd = _kernel(self._forward)
-        p, n, dirs = self.dropout, len(self._state_names), self.num_directions
+        n, dirs = len(self._state_names), self.num_directions
         caches: list[list[Any]] = []
         masks: list[Array | None] = []
         finals: list[list[Array]] = [[] for _ in range(n)]
+        if self._wavefront and dirs == 1 and self.num_layers > 1 and T > 0:
+            return wavefront.stack_forward(self, x, states0, lengths, training, input_weight)
         inp = x  # (T, B, D) for layer 0, then (T, B, dirs*H)
         with self._pool:  # every kernel buffer from the stack's own pool
             for layer in range(self.num_layers):
@@ -347,14 +335,8 @@ class RecurrentStack(Generic[S]):
                     caches[layer].append(rest[n])
                     outs.append(y)  # (T, B, H)
                 y = outs[0] if dirs == 1 else np.concatenate(outs, axis=2)  # (T, B, dirs*H)
-                mask = None
-                if training and p > 0 and layer < self.num_layers - 1:
-                    # Inverted dropout: kept units are scaled by 1/(1-p) so that no rescaling is
-                    # needed at inference. The mask is kept for backward. float32 draws cost half
-                    # as much as float64 ones and resolve p to 2^-24. Bidirectional: one mask over
-                    # the concatenated output, as PyTorch.
-                    keep = self._generator.random(y.shape, dtype=np.float32) >= p  # (T, B, dirs*H)
-                    mask = keep * self.dtype.type(1 / (1 - p))  # (T, B, dirs*H), layer's dtype
+                mask = self._dropout_mask(y.shape, training, layer)
+                if mask is not None:
                     y = y * mask
                 masks.append(mask)
                 inp = y
@@ -402,6 +384,8 @@ class RecurrentStack(Generic[S]):
                     f"forward), got shape {dy.shape}"
                 )
         dstates = self._unpack(where, "dstate", dstate, B)
+        if tape.wavefront:
+            return wavefront.stack_backward(self, tape, dy, dstates)
         bwd = _kernel(self._backward)
         n = len(self._state_names)
         d0 = [np.empty((L * dirs, B, H), self.dtype) for _ in range(n)]  # (L*dirs, B, H) each
@@ -461,6 +445,20 @@ class RecurrentStack(Generic[S]):
         return w_ih, w_hh, b_ih, b_hh
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _dropout_mask(self, shape: tuple[int, ...], training: bool, layer: int) -> Array | None:
+        """The dropout mask of layer `layer`'s output (shape (T, B, dirs*H)), or None.
+
+        Inverted dropout: kept units are scaled by 1/(1-p) so that no rescaling is needed at
+        inference. The mask is kept for backward. float32 draws cost half as much as float64
+        ones and resolve p to 2^-24. Bidirectional: one mask over the concatenated output, as
+        PyTorch. Drawn layer after layer, so both schedules draw the same masks.
+        """
+        p = self.dropout
+        if not training or p == 0 or layer == self.num_layers - 1:
+            return None
+        keep = self._generator.random(shape, dtype=np.float32) >= p
+        return keep * self.dtype.type(1 / (1 - p))
 
     def _unpack(self, where: str, name: str, state: Any, B: int) -> list[Array | None]:
         """A state or its gradient as one (L*dirs, B, H) array (or None) per state component."""

@@ -1,4 +1,4 @@
-"""benchmarks/wavefront_bound.py runs at a tiny size and reports both rounds' three times."""
+"""benchmarks/wavefront_bound.py runs at a tiny size and reports both rounds' times."""
 
 from __future__ import annotations
 
@@ -16,6 +16,12 @@ def test_reports_the_bound_and_the_stack(capsys) -> None:
     for line in rounds:
         l0, l1, bound, stack = (float(v) for v in re.findall(r"([0-9.]+) ms", line))
         assert min(l0, l1, stack) > 0 and bound == max(l0, l1)
+    schedules = [line for line in out if line.startswith("rnncore.LSTM at 2 threads")]
+    assert len(schedules) == 2
+    for line in schedules:
+        by_layer, wave = (float(v) for v in re.findall(r"([0-9.]+) ms", line))
+        ratio = float(re.search(r"\(([0-9.]+)x\)", line).group(1))
+        assert min(by_layer, wave) > 0 and abs(ratio - by_layer / wave) < 0.01 + 0.01 * ratio
 
 
 def test_usage_without_four_sizes(capsys) -> None:

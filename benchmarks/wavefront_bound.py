@@ -1,5 +1,7 @@
 """The lower bound of a layer wavefront on 2 cores, measured: each layer of a 2-layer LSTM alone
-on one thread (fwd+bwd), against the stack with both threads on every product.
+on one thread (fwd+bwd), against the stack with both threads on every product; and the wavefront
+schedule itself (rnncore.LSTM with ``wavefront = True``, rnncore/wavefront.py) against the
+default schedule, both at 2 threads.
 
     python benchmarks/wavefront_bound.py 50 50 64 128      # T B D H: charrnn-L2
     python benchmarks/wavefront_bound.py 100 64 256 512    # medium-L2
@@ -8,7 +10,8 @@ A wavefront (layer l at step t while layer l-1 is at step t+1, each core one lay
 less than the slower layer alone on one core, plus a step of pipeline fill; if that bound is
 above the stack's time at 2 threads, no wavefront can win. float32, zero initial states, dy
 given, both layers' weight gradients and layer 1's dx computed (as the stack does), all calls
-inside one WorkspacePool, medians of 9 samples of 5 calls, two rounds.
+inside one WorkspacePool, medians of 9 samples of 5 calls, two rounds. The two schedules run as
+rnncore.LSTM layer objects (each its own pool), forward then backward, alternately in each round.
 """
 
 from __future__ import annotations
@@ -66,6 +69,26 @@ def main(argv: list[str]) -> int:
                 samples.append((time.perf_counter() - t0) / 5 * 1e3)
         return statistics.median(samples)
 
+    layers = {}
+    for on in (False, True):
+        lstm = rnncore.LSTM(D, H, 2, seed=0)
+        lstm.load_state_dict(
+            {
+                f"{name}_l{i}": w[j]
+                for i, w in enumerate((w0, w1))
+                for j, name in enumerate(("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            }
+        )
+        lstm.wavefront = on
+        layers[on] = lstm
+
+    def schedule(on: bool) -> Callable[[], None]:
+        def run() -> None:
+            layers[on].forward(x)
+            layers[on].backward(dy)
+
+        return run
+
     print(f"{rnncore.blas_info()['recurrent_kernel']} kernel, T={T} B={B} D={D} H={H}")
     for _ in range(2):
         l0, l1 = ms(lambda: one(w0, x), 1), ms(lambda: one(w1, y0), 1)
@@ -74,6 +97,11 @@ def main(argv: list[str]) -> int:
             f"layer 0 alone 1 thread {l0:.2f} ms, layer 1 alone 1 thread {l1:.2f} ms -> a "
             f"wavefront on 2 cores >= {max(l0, l1):.2f} ms (+ a step of fill); the stack at 2 "
             f"threads {s2:.2f} ms"
+        )
+        by_layer, wave = ms(schedule(False), 2), ms(schedule(True), 2)
+        print(
+            f"rnncore.LSTM at 2 threads: layer after layer {by_layer:.2f} ms, wavefront "
+            f"{wave:.2f} ms ({by_layer / wave:.2f}x)"
         )
     return 0
 

@@ -504,6 +504,9 @@ def _stack_runner(module: ModuleType, problem: Problem, mode: str) -> Runner:
             cfg.D, cfg.H, cfg.L, dtype=problem.x.dtype.type, seed=SEED
         )
         layer.load_state_dict(problem.state_dict())
+        # report.py --wavefront's worker (workers.WAVEFRONT): the layers at once, each on its
+        # own thread; stacks where it does not apply run the default schedule.
+        layer.wavefront = os.environ.get("RNNCORE_BENCH_WAVEFRONT") == "1"
 
         def run_layer() -> Outputs:
             y, _ = layer.forward(problem.x, state=None, training=training)

@@ -56,7 +56,7 @@ import numpy as np
 
 import common
 import workers
-from workers import AS_FOUND, MALLOC_TUNED, CpuWatch
+from workers import AS_FOUND, MALLOC_TUNED, WAVEFRONT, CpuWatch
 
 MIN_ROUNDS = 3
 REQUEST_TIMEOUT = 1800.0  # seconds a worker may take to answer one request before it is killed
@@ -76,7 +76,15 @@ def labels_of(impl: str) -> list[str]:
     return [workers.label(impl, s) for s in IMPL_SETTINGS[impl]]
 
 
-COLUMNS = [lb for impl in common.IMPLS for lb in labels_of(impl)]  # the main table's times
+def columns() -> list[str]:
+    """The main table's time columns: every worker label of every implementation."""
+    return [lb for impl in common.IMPLS for lb in labels_of(impl)]
+
+
+def add_wavefront_worker() -> None:
+    """--wavefront: one more rnncore worker, its layer objects on the wavefront schedule."""
+    if WAVEFRONT not in IMPL_SETTINGS["rnncore"]:
+        IMPL_SETTINGS["rnncore"] = (*IMPL_SETTINGS["rnncore"], WAVEFRONT)
 
 
 @dataclass
@@ -478,7 +486,14 @@ def render(
         "- processes: each column's implementation in its own worker process (benchmarks/"
         "workers.py), started once for the run; (malloc tuned): that worker started with "
         + " ".join(f"`{k}={v}`" for k, v in workers.MALLOC_TUNING.items())
-        + "; the GEMM ceilings in one more worker",
+        + "; the GEMM ceilings in one more worker"
+        + (
+            "; (wavefront): rnncore's layer objects with `wavefront = True` (rnncore.wavefront: "
+            "the layers at once, each on its own thread; unidirectional LSTM stacks without "
+            "lengths, the others run the default schedule)"
+            if WAVEFRONT in IMPL_SETTINGS["rnncore"]
+            else ""
+        ),
         "- threads: rnncore.set_num_threads(n), torch.set_num_threads(n), each in its worker; "
         "reference (NumPy): "
         + (
@@ -508,7 +523,7 @@ def render(
             "layer 0); y and dx checked, and exactly 0 past each length"
         )
     lines.append("")
-    head = ["cell", "config", "threads", *(f"{c} ms" for c in COLUMNS)]
+    head = ["cell", "config", "threads", *(f"{c} ms" for c in columns())]
     head += ["rnncore GFLOP/s", "% of ceiling", "% of step ceiling", "× reference", "× torch"]
     if args.fwd:
         head.insert(2, "pass")
@@ -701,6 +716,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fwd", action="store_true", help="also time the forward pass alone")
     parser.add_argument(
+        "--wavefront",
+        action="store_true",
+        help="also time rnncore's stacks on the wavefront schedule (its own worker)",
+    )
+    parser.add_argument(
         "--repeats", type=int, default=7, help="interleaved rounds per measurement (7; ≥ 3)"
     )
     parser.add_argument(
@@ -737,6 +757,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table; 1 if a worker gave a wrong answer, failed or died."""
     args = parse_args(argv)
+    saved = IMPL_SETTINGS["rnncore"]
+    if args.wavefront:
+        add_wavefront_worker()
+    try:
+        return run(args)
+    finally:
+        IMPL_SETTINGS["rnncore"] = saved
+
+
+def run(args: argparse.Namespace) -> int:
+    """main() after parsing: the workers, the measurements, the table (and the JSON, the plot)."""
     started = time.perf_counter()
     env = common.machine()
     try:

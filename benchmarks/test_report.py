@@ -293,3 +293,21 @@ def test_train_step_times_every_worker(capsys):
     assert "recurrent kernel **" in out and "OpenBLAS corename **" in out
     assert "(malloc tuned): started with `MALLOC_MMAP_THRESHOLD_=33554432`" in out
     assert "sampling, 1 thread:" in out and "% of it" in out
+
+
+def test_wavefront_worker_times_the_stacks_on_the_wavefront_schedule(capsys, monkeypatch):
+    tiny = common.Config("tiny-L2", 9, 6, 5, 7, 2)
+    monkeypatch.setitem(common.CONFIGS, tiny.name, tiny)
+    argv = ["--cells", "lstm,gru", "--configs", "tiny-L2", "--threads", "2", "--no-ceiling"]
+    assert report.main([*argv, "--wavefront", *QUICK]) == 0
+    out = capsys.readouterr().out
+    assert "| rnncore (wavefront) ms |" in out
+    assert "(wavefront): rnncore's layer objects with `wavefront = True`" in out
+    rows = table_rows(out, "| cell | config | threads |")
+    assert {r["cell"] for r in rows} == {"lstm", "gru"}
+    for row in rows:
+        assert number(row["rnncore (wavefront) ms"]) > 0, row
+        settings = ("", " (malloc tuned)", " (wavefront)")
+        assert sum(row[f"rnncore{s} ms"].startswith("**") for s in settings) == 1
+    assert report.IMPL_SETTINGS["rnncore"] == (workers.AS_FOUND, workers.MALLOC_TUNED)
+    assert os.environ.get(workers.WAVEFRONT_VARIABLE) is None

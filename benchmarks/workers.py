@@ -52,7 +52,15 @@ MALLOC_TUNED = "malloc tuned"
 # memory back to the system only above 1 GiB free at the top: a training step's large,
 # short-lived buffers are then reused instead of being mapped, zeroed and unmapped every call.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
-SETTINGS: dict[str, dict[str, str]] = {AS_FOUND: {}, MALLOC_TUNED: MALLOC_TUNING}
+# Not an allocator setting: rnncore's layer objects on the wavefront schedule (report.py
+# --wavefront; common.py reads the variable when it builds a stack).
+WAVEFRONT = "wavefront"
+WAVEFRONT_VARIABLE = "RNNCORE_BENCH_WAVEFRONT"
+SETTINGS: dict[str, dict[str, str]] = {
+    AS_FOUND: {},
+    MALLOC_TUNED: MALLOC_TUNING,
+    WAVEFRONT: {WAVEFRONT_VARIABLE: "1"},
+}
 
 
 def label(impl: str, setting: str) -> str:

@@ -1,16 +1,14 @@
 """The wavefront schedule of a stack (rnncore.wavefront) against the default, layer after layer.
 
-The forward is the same arithmetic chunk by chunk: float32 on the packed kernel agrees bitwise
-(every element of a product is one dot product in k order, whatever rows a call covers), float64
-on OpenBLAS to 1e-12. The weight gradients are summed chunk by chunk instead of over the whole
-sequence, so they agree to rounding: 2e-5 relative (float32: a few hundred terms per element,
-each chunk's partial sum rounded once more) and 1e-11 (float64). The states and dx do not sum
-over time differently, so they agree as the forward does.
+Every layer's kernel call runs at once, on its own thread, handing rows over through step
+streams. The arithmetic is the default schedule's element by element, so float32 on the packed
+kernel agrees bitwise. float64 runs the input side on OpenBLAS, whose dx is now computed one
+step (B rows) per call instead of T*B rows in one: 1e-12 relative covers a different blocking
+of the same sums.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 
 import numpy as np
@@ -47,7 +45,7 @@ def _run(layer, x, dy, state=None, dstate=None, lengths=None):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_wavefront_matches_the_default_schedule(cell: str, dtype: type) -> None:
     rng = np.random.default_rng(0)
-    T, B = 23, 4  # 8 chunks of 2-3 steps
+    T, B = 23, 4
     x = rng.standard_normal((T, B, 5)).astype(dtype)
     dy = rng.standard_normal((T, B, 16)).astype(dtype)
     n = 2 if cell == "LSTM" else 1
@@ -58,8 +56,9 @@ def test_wavefront_matches_the_default_schedule(cell: str, dtype: type) -> None:
     a, b = _pair(cell, dtype)
     ya, sa, dxa, dsa, ga = _run(a, x, dy, state, dstate)
     yb, sb, dxb, dsb, gb = _run(b, x, dy, state, dstate)
+    assert b._tape.wavefront == (cell == "LSTM")  # the other cells keep the default schedule
     exact = dtype == np.float32  # the packed kernel; float64 runs on OpenBLAS
-    tol, wtol = (0.0, 2e-5) if exact else (1e-12, 1e-11)
+    tol, wtol = (0.0, 0.0) if exact else (1e-12, 1e-12)
     assert _rel(yb, ya) <= tol
     for u, v in zip(sb, sa, strict=True):
         assert _rel(u, v) <= tol
@@ -70,32 +69,43 @@ def test_wavefront_matches_the_default_schedule(cell: str, dtype: type) -> None:
         assert _rel(gb[name], ga[name]) <= wtol, name
 
 
-@pytest.mark.parametrize("cell", CELLS)
-def test_wavefront_with_lengths_dropout_and_token_ids(cell: str) -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wavefront_with_dropout_and_token_ids(dtype: type) -> None:
     rng = np.random.default_rng(1)
     T, B, V = 17, 5, 7
-    lengths = np.array([17, 0, 9, 3, 12])
-    a, b = _pair(cell, np.float64, dropout=0.3)
-    x = rng.standard_normal((T, B, 5))
-    dy = rng.standard_normal((T, B, 16))
-    ya, sa, dxa, _, ga = _run(a, x, dy, lengths=lengths)
-    yb, sb, dxb, _, gb = _run(b, x, dy, lengths=lengths)
-    # The same masks were drawn (layer after layer), and the same lengths semantics hold.
-    assert _rel(yb, ya) <= 1e-12 and np.all(yb[9:, 2] == 0) and np.all(yb[:, 1] == 0)
+    a, b = _pair("LSTM", dtype, dropout=0.3)
+    x = rng.standard_normal((T, B, 5)).astype(dtype)
+    dy = rng.standard_normal((T, B, 16)).astype(dtype)
+    ya, sa, dxa, _, ga = _run(a, x, dy)
+    yb, sb, dxb, _, gb = _run(b, x, dy)
+    assert b._tape.wavefront
+    # The same masks were drawn (layer after layer) and applied by the producing layer.
+    tol = 0.0 if dtype == np.float32 else 1e-12
+    assert _rel(yb, ya) <= tol and _rel(dxb, dxa) <= tol
     for u, v in zip(sb, sa, strict=True):
-        assert _rel(u, v) <= 1e-12
-    assert _rel(dxb, dxa) <= 1e-11
+        assert _rel(u, v) <= tol
     for name in ga:
-        assert _rel(gb[name], ga[name]) <= 1e-11, name
+        assert _rel(gb[name], ga[name]) <= tol, name
     # A folded embedding: token ids with an input weight (V columns); dx is None.
     ids = rng.integers(0, V, (T, B))
-    w = rng.standard_normal((a.layer_weights(0)[0].shape[0], V))
+    w = rng.standard_normal((a.layer_weights(0)[0].shape[0], V)).astype(dtype)
     for layer in (a, b):
         layer.zero_grad()
         layer.forward(ids, input_weight=w)
         assert layer.backward(dy)[0] is None
-    assert _rel(b.input_weight_grad, a.input_weight_grad) <= 1e-11
+    assert b._tape.wavefront
+    assert _rel(b.input_weight_grad, a.input_weight_grad) <= tol
     assert not b.grads["weight_ih_l0"].any()
+
+
+def test_wavefront_with_lengths_runs_the_default_schedule() -> None:
+    rng = np.random.default_rng(4)
+    a, b = _pair("LSTM", np.float64)
+    x = rng.standard_normal((9, 3, 5))
+    lengths = np.array([9, 0, 4])
+    ya, _ = a.forward(x, lengths=lengths)
+    yb, _ = b.forward(x, lengths=lengths)
+    assert not b._tape.wavefront and np.array_equal(ya, yb)
 
 
 def test_wavefront_does_not_depend_on_the_thread_count() -> None:
@@ -136,35 +146,86 @@ def test_wavefront_flag_is_checked() -> None:
         layer.wavefront = "yes"  # type: ignore[assignment]
 
 
-def test_chunk_bounds_cover_the_sequence() -> None:
-    for T in (1, 2, 7, 8, 9, 50, 1000):
-        bounds = wavefront.chunk_bounds(T)
-        assert bounds[0][0] == 0 and bounds[-1][1] == T
-        assert len(bounds) == min(T, wavefront.CHUNKS)
-        assert all(t1 > t0 for t0, t1 in bounds)
-        assert all(u[1] == v[0] for u, v in itertools.pairwise(bounds))
-
-
-def test_run_diagonals_respects_the_dependencies_and_raises_the_first_error() -> None:
-    finished: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def task(i: int, c: int) -> None:
-        with lock:
-            assert i == 0 or (i - 1, c) in finished
-            assert c == 0 or (i, c - 1) in finished
-            finished.append((i, c))
-
+def test_run_layers_runs_every_layer_at_once_and_raises_the_first_error() -> None:
     pool = rnncore.WorkspacePool()
-    wavefront.run_diagonals(3, 4, task, pool, 2)
-    assert sorted(finished) == [(i, c) for i in range(3) for c in range(4)]
+    barrier = threading.Barrier(3, timeout=10)  # passes only if all three run at the same time
+    seen: list[int] = []
+    wavefront.run_layers(3, lambda i: (barrier.wait(), seen.append(i)), pool, 2, lambda i: None)
+    assert sorted(seen) == [0, 1, 2]
+    failed: list[int] = []
 
-    def failing(i: int, c: int) -> None:
-        if (i, c) == (1, 2):
-            raise ValueError("task (1, 2) failed")
+    def task(i: int) -> None:
+        if i == 1:
+            raise ValueError("layer 1 failed")
 
-    with pytest.raises(ValueError, match=r"task \(1, 2\) failed"):
-        wavefront.run_diagonals(3, 4, failing, pool, 2)
+    with pytest.raises(ValueError, match="layer 1 failed"):
+        wavefront.run_layers(3, task, pool, 2, failed.append)
+    assert failed == [1]
+
+
+def _lstm_weights(rng, D: int, H: int):
+    return [rng.standard_normal(s).astype(np.float32) * 0.3 for s in ((4 * H, D), (4 * H, H))]
+
+
+def test_streams_hand_over_rows_and_a_failed_producer_stops_its_consumer() -> None:
+    rng = np.random.default_rng(5)
+    T, B, D, H = 6, 2, 3, 4
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    w0, w1 = _lstm_weights(rng, D, H), _lstm_weights(rng, H, H)
+    mask = (rng.random((T, B, H)) > 0.5).astype(np.float32) * 2
+    y0 = _core.lstm_forward(x, None, None, *w0)[0]
+    want = _core.lstm_forward(y0 * mask, None, None, *w1)[0]
+    s = _core._StepStream(np.empty((T, B, H), np.float32), mask)
+    got: list = []
+    t = threading.Thread(
+        target=lambda: got.append(_core.lstm_forward(s.rows, None, None, *w1, stream_in=s)[0])
+    )
+    t.start()
+    _core.lstm_forward(x, None, None, *w0, stream_out=s)
+    t.join(timeout=30)
+    assert s.done == T and not s.failed and np.array_equal(got[0], want)
+
+    # The producer fails (a bad h0): the consumer stops waiting and raises.
+    s = _core._StepStream(np.empty((T, B, H), np.float32))
+    errors: list = []
+
+    def consume() -> None:
+        try:
+            _core.lstm_forward(s.rows, None, None, *w1, stream_in=s)
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    with pytest.raises(ValueError, match="h0"):
+        _core.lstm_forward(x, np.zeros((B + 1, H), np.float32), None, *w0, stream_out=s)
+    t.join(timeout=30)
+    assert not t.is_alive() and s.failed
+    assert len(errors) == 1 and "stream_in failed" in str(errors[0])
+
+
+def test_stream_arguments_are_checked() -> None:
+    rng = np.random.default_rng(6)
+    T, B, D, H = 4, 2, 3, 4
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    w = _lstm_weights(rng, D, H)
+    s = _core._StepStream(np.empty((T, B, H), np.float32))
+    with pytest.raises(ValueError, match=r"stream_out.rows must be float32 of shape \(4, 2, 4\)"):
+        _core.lstm_forward(x, None, None, *w, stream_out=_core._StepStream(np.empty((T, B, 5))))
+    with pytest.raises(ValueError, match=r"x must be stream_in\.rows itself"):
+        _core.lstm_forward(x.copy(), None, None, *w, stream_in=_core._StepStream(x))
+    with pytest.raises(ValueError, match="need lengths=None"):
+        _core.lstm_forward(x, None, None, *w, lengths=np.array([4, 2]), stream_out=s)
+    with pytest.raises(TypeError, match="stream_out must be a _StepStream or None, got list"):
+        _core.lstm_forward(x, None, None, *w, stream_out=[])
+    with pytest.raises(ValueError, match="writable C-contiguous"):
+        _core._StepStream(np.empty((T, B, H), np.float32)[:, :, ::2])
+    cache = _core.lstm_forward(x, None, None, *w)[3]
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"dy must be stream_in\.rows itself"):
+        _core.lstm_backward(dy, None, None, cache, stream_in=s)
+    with pytest.raises(ValueError, match=r"stream_out.rows must be float32 of shape \(4, 2, 3\)"):
+        _core.lstm_backward(dy, None, None, cache, stream_out=s)
 
 
 def test_thread_limit_is_per_os_thread() -> None:

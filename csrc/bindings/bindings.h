@@ -15,5 +15,6 @@ void bind_lstm(pybind11::module_ &m);     // lstm.cpp
 void bind_gru(pybind11::module_ &m);      // gru.cpp
 void bind_lm(pybind11::module_ &m);       // lm.cpp
 void bind_probe(pybind11::module_ &m);    // probe.cpp
+void bind_stream(pybind11::module_ &m);   // stream.cpp
 
 }  // namespace rnncore::bindings

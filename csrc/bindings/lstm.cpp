@@ -9,6 +9,7 @@
 #include "bindings/arrays.h"
 #include "bindings/bindings.h"
 #include "bindings/sequence.h"
+#include "bindings/stream.h"
 #include "bindings/validate.h"
 #include "cells/lstm.h"
 
@@ -19,7 +20,8 @@ namespace {
 struct LstmCache : SeqCache {};
 
 template <typename T>
-py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
+py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training, StepStream *in_s,
+                            StepStream *out_s) {
   auto y = new_array<T>({a.T, a.B, a.H});
   auto h_n = new_array<T>({a.B, a.H});
   auto c_n = new_array<T>({a.B, a.H});
@@ -28,20 +30,27 @@ py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training) {
   const SeqSizes nl = c->sizes();  // with the packed layout of lengths
   {
     T *yp = y.mutable_data(), *hnp = h_n.mutable_data(), *cnp = c_n.mutable_data();
-    const SeqInputs<T> in = inputs_of(a);
+    SeqInputs<T> in = inputs_of(a);
+    in.x_later = in_s != nullptr;
     ComputeScope nogil;
     const auto ws = c->template workspace<LstmWorkspace<T>>();
     ws.prepare(in, nl);
-    lstm_forward<T>(ws.forward_args(nl));
+    LstmForwardArgs<T> args = ws.forward_args(nl);
+    args.stream_in = in_s, args.stream_out = out_s;
+    lstm_forward<T>(args);
+    if (in_s)  // every row is published now: the cache's copy of x, for the backward
+      std::memcpy(ws.seq.x, in.x, static_cast<std::size_t>(nl.TB()) * nl.D * sizeof(T));
     ws.read_outputs(yp, hnp, cnp, nl);
   }
+  check_stream_in("lstm_forward", in_s);
   py::object cache = training ? py::cast(std::move(c)) : py::none();
   return py::make_tuple(y, h_n, c_n, cache);
 }
 
 py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle w_ih,
                           py::handle w_hh, py::handle b_ih, py::handle b_hh, py::handle lengths,
-                          py::handle reverse_, py::handle training_) {
+                          py::handle reverse_, py::handle training_, py::handle stream_in,
+                          py::handle stream_out) {
   const std::string fn = "lstm_forward";
   const bool training = flag(fn, training_, "training");
   const bool reverse = reverse_arg(fn, reverse_);
@@ -49,23 +58,28 @@ py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle
   Dims d(fn, 4);
   return dispatch(dt, [&](auto zero) {
     using T = decltype(zero);
-    auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training, lengths,
-                              reverse);
-    return lstm_forward_impl<T>(a, dt, training);
+    return producing(raw_stream(stream_out), [&] {
+      auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training,
+                                lengths, reverse);
+      const ForwardStreams st = forward_streams<T>(fn, stream_in, stream_out, a);
+      return lstm_forward_impl<T>(a, dt, training, st.in, st.out);
+    });
   });
 }
 
 template <typename T>
-py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n_,
-                             py::handle dc_n_) {
+py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n_, py::handle dc_n_,
+                             py::handle stream_in, py::handle stream_out) {
+  const std::string fn = "lstm_backward";
   Dims d = cache_dims("lstm_backward", c);
   py::object dy = take_grad<T>(d, c, dy_, "dy", "TBH");
   py::object dh_n = take_grad<T>(d, c, dh_n_, "dh_n", "BH");
   py::object dc_n = take_grad<T>(d, c, dc_n_, "dc_n", "BH");
   const SeqSizes n = c.sizes();
+  const BackwardStreams st = backward_streams<T>(fn, stream_in, stream_out, c, ptr_or_null<T>(dy));
   const idx H4 = 4 * c.H;
-  T *dxp;
-  py::object dx = new_dx<T>(c, &dxp);
+  T *dxp = nullptr;
+  py::object dx = st.out ? py::object(py::none()) : new_dx<T>(c, &dxp);
   auto dh0 = new_array<T>({c.B, c.H});
   auto dc0 = new_array<T>({c.B, c.H});
   auto dw_ih = new_array<T>({H4, c.D});
@@ -82,21 +96,28 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
                                  order.in(dcnp, 2),
                                  c.workspace<LstmWorkspace<T>>(),
                                  scratch.at,
-                                 n};
+                                 n,
+                                 st.in,
+                                 st.out};
   {
     ComputeScope nogil;
     order.pack(dyp, dhnp, dcnp);
     lstm_backward<T>(args);
     order.unpack(dxp, dh0p, dc0p);
   }
+  check_stream_in(fn, st.in);
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);
   return py::make_tuple(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh);
 }
 
-py::tuple lstm_backward_py(py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache) {
-  const auto &c = cache_arg<LstmCache>(cache, "lstm_backward", "LSTMCache", "lstm_forward");
-  return dispatch(c.dtype,
-                  [&](auto zero) { return lstm_backward_impl<decltype(zero)>(c, dy, dh_n, dc_n); });
+py::tuple lstm_backward_py(py::handle dy, py::handle dh_n, py::handle dc_n, py::handle cache,
+                           py::handle stream_in, py::handle stream_out) {
+  return producing(raw_stream(stream_out), [&] {
+    const auto &c = cache_arg<LstmCache>(cache, "lstm_backward", "LSTMCache", "lstm_forward");
+    return dispatch(c.dtype, [&](auto zero) {
+      return lstm_backward_impl<decltype(zero)>(c, dy, dh_n, dc_n, stream_in, stream_out);
+    });
+  });
 }
 
 const char *kLstmForwardDoc = R"doc(LSTM forward over a whole sequence (PyTorch's nn.LSTM).
@@ -118,6 +139,10 @@ Args:
         after element b's own last step (h0[b], c0[b] for length 0), reverse reads x[len-1]
         .. x[0] and writes each output where it read; work proportional to sum(lengths).
     training: keep what backward needs and return it as ``cache``; False returns None.
+    stream_in, stream_out: _StepStream objects of the wavefront schedule (rnncore.wavefront),
+        or None: x is stream_in.rows, read step by step as another call writes it; each step's
+        h_t (times stream_out's mask) is written to stream_out.rows (T, B, H) as soon as it is
+        computed. Both need lengths=None and reverse=False.
 
 Returns:
     y: (T, B, H) every step's h_t; h_n, c_n: (B, H) the final states; cache: an opaque
@@ -134,6 +159,10 @@ Args:
     dh_n, dc_n: (B, H) gradients with respect to h_n and c_n, or None (zero).
     cache: the LSTMCache from lstm_forward(..., training=True); not modified, so it may be
         used again.
+    stream_in, stream_out: as lstm_forward's, for the wavefront schedule: dy is stream_in.rows,
+        read from the last step down as another call writes it; dx (times stream_out's mask)
+        goes to stream_out.rows (T, B, D) step by step and the returned dx is None. The
+        forward must have had lengths=None and dense x.
 
 Returns:
     (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh) with shapes (T, B, D), (B, H), (B, H),
@@ -152,9 +181,10 @@ void bind_lstm(py::module_ &m) {
         py::arg("w_ih"), py::arg("w_hh"), py::arg("b_ih") = py::none(),
         py::arg("b_hh") = py::none(), py::kw_only(), py::arg("lengths") = py::none(),
         py::arg("reverse") = py::bool_(false), py::arg("training") = py::bool_(true),
-        kLstmForwardDoc);
+        py::arg("stream_in") = py::none(), py::arg("stream_out") = py::none(), kLstmForwardDoc);
   m.def("lstm_backward", &lstm_backward_py, py::arg("dy"), py::arg("dh_n"), py::arg("dc_n"),
-        py::arg("cache"), kLstmBackwardDoc);
+        py::arg("cache"), py::kw_only(), py::arg("stream_in") = py::none(),
+        py::arg("stream_out") = py::none(), kLstmBackwardDoc);
 }
 
 }  // namespace rnncore::bindings

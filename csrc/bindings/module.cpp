@@ -14,6 +14,7 @@ PYBIND11_MODULE(_core, m) {
   b::bind_gru(m);
   b::bind_lm(m);
   b::bind_probe(m);
+  b::bind_stream(m);
 #ifdef RNNCORE_VERSION
   m.attr("__version__") = RNNCORE_VERSION;
 #endif

@@ -126,8 +126,9 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
     const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
     // Input projection of the rows that run, this thread's gate columns, a chunk ahead.
-    InputProjection<T> in(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
-                          s.p, n);
+    const T *x = a.stream_in ? a.stream_in->template data<T>() : a.x;
+    InputProjection<T> in(a.gates, G * n.H, x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
+                          s.p, n, a.stream_in);
     for (int t = 0; t < n.steps(); ++t) {
       in.before(t);
       const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
@@ -145,7 +146,9 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
           }
         lstm_cell_block<T>(g, c, h, c_prev, a.bias, gb, k, w, M, n.H);
       });
+      if (a.stream_out) stream_rows(*a.stream_out, h, t, M, n.H, s.j0, s.j1);
 #pragma omp barrier
+      if (a.stream_out && s.p == 0) a.stream_out->publish(t + 1);
     }
   }
 }
@@ -184,8 +187,9 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
     std::fill(s_b + G * j0, s_b + G * j1, T(0));
     // Block k of step t's pointwise backward: dgates[t] and dc_{t-1} from dh (+ dy) and dc.
+    const T *dy = a.stream_in ? a.stream_in->template data<T>() : a.dy;
     auto pointwise = [&](int t, int k, auto w) {
-      const T *dy_t = a.dy ? a.dy + n.at(t) * H : nullptr;
+      const T *dy_t = dy ? dy + n.at(t) * H : nullptr;
       const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
       const T *c_t = c_states + BH + n.at(t) * H, *gates_t = gates + n.at(t) * GH;
       T *dgates_t = dgates + n.at(t) * GH;
@@ -201,10 +205,29 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       });
     };
     const int last = n.steps() - 1;
+    // The wavefront (full length only): dy of step t is published once the layer above has
+    // done its steps t..T-1; this layer's dx of step t goes out after this step's barrier.
+    const StepStream *up = a.stream_in;
+    StepStream *down = a.stream_out;
+    const StepGemm<T> dx_step =
+        down ? w_ih_copies.copy(f.w_ih, n.D, false, s.p)
+             : StepGemm<T>(nullptr, 0, false, 0, 0, 0, nullptr, GemmPath::Blas);
+    const Range own = split(n.B, s.np, s.p, 1);  // this thread's rows of a step's dx
+    auto send_dx = [&](int t) {  // dgates[t] complete: dx rows of step t, times the mask
+      T *rows = down->template data<T>() + (n.at(t) + own.begin) * n.D;
+      dx_step.run(rows, n.D, dgates + (n.at(t) + own.begin) * GH, G * n.H, own.end - own.begin,
+                  false);
+      if (down->mask)
+        write_masked(rows, rows, down->template mask_data<T>() + (n.at(t) + own.begin) * n.D,
+                     static_cast<idx>(own.end - own.begin) * n.D);
+    };
+    if (up) up->wait(n.steps() - last);
     for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) { pointwise(last, k, w); });
     add_col_sums<T>(s_b, dgates + n.at(last) * GH, n.rows(last), GH, G * j0, G * j1);
 #pragma omp barrier
     for (int t = last; t >= 0; --t) {
+      if (down) send_dx(t);
+      if (up && t > 0) up->wait(n.steps() - t + 1);
       // dh_{t-1}[:, j0:j1] = dgates[t] W_hh needs every gate column of dgates[t] (after the
       // barrier); each tile of it feeds step t-1's pointwise of its units at once.
       fused_step(rec, t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, n.rows(t), false, gb,
@@ -214,7 +237,12 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       if (t > 0) {
         add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
 #pragma omp barrier
+        if (down && s.p == 0) down->publish(n.steps() - t);
       }
+    }
+    if (down) {
+#pragma omp barrier
+      if (s.p == 0) down->publish(n.steps());
     }
     // Rows of length 0 (lengths): dh0 = dh_n.
     if (n.rows(0) < n.B)
@@ -230,8 +258,9 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, j0, j1);
       unblock_gate_rows<T>(g.db, s_b, gb, 1, j0, j1);
     }
-    // dx = dgates W_ih: the sum over gates does not care about their order.
-    input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
+    // dx = dgates W_ih: the sum over gates does not care about their order. (The wavefront
+    // sent it step by step.)
+    if (!down) input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
   }
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "common/sequence.h"
+#include "common/stream.h"
 
 namespace rnncore {
 
@@ -26,6 +27,10 @@ struct LstmForwardArgs {
   const T *w_hh;            // (4H,H) blocked
   const T *bias;            // (4H) blocked b_ih + b_hh (zeros when there are none)
   SeqSizes n;
+  // The wavefront schedule (common/stream.h; full length, dense x only): x rows come from
+  // stream_in as they are published, and h_t ⊙ mask goes to stream_out after each step.
+  const StepStream *stream_in = nullptr;
+  StepStream *stream_out = nullptr;
 };
 
 // What the forward keeps for the backward (inference uses it too, for this call only).
@@ -91,6 +96,11 @@ struct LstmBackwardArgs {
   LstmWorkspace<T> fwd;  // from the forward, read only
   LstmScratch<T> scratch;
   SeqSizes n;
+  // The wavefront schedule: dy rows come from stream_in (the layer above's dx ⊙ mask) as they
+  // are published; dx ⊙ mask goes to stream_out step by step (from the last step down) instead
+  // of into out.dx.
+  const StepStream *stream_in = nullptr;
+  StepStream *stream_out = nullptr;
 };
 
 template <typename T>

@@ -21,6 +21,7 @@
 #include "common/gates.h"
 #include "common/sequence.h"
 #include "common/step_gemm.h"
+#include "common/stream.h"
 
 namespace rnncore {
 
@@ -41,12 +42,14 @@ PackArena<T> input_arena(int D, int GH, int threads, bool one_hot) {
 // projects a chunk of steps at a time, about 256 KB of this thread's columns, just before they
 // run, so the step's product accumulates into rows still in L2 instead of rows written out to
 // L3 a whole sequence earlier. OpenBLAS (float64, or W too big for L2) projects every row at
-// step 0, as one call. Each thread reads only its own columns, so no barrier is needed.
+// step 0, as one call. Each thread reads only its own columns, so no barrier is needed. On the
+// wavefront schedule (`wait`) it first waits until the x rows of the chunk are published.
 template <typename T>
 class InputProjection {
  public:
   InputProjection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int D, int c0,
-                  int c1, const PackArena<T> &arena, int p, SeqSizes n)
+                  int c1, const PackArena<T> &arena, int p, SeqSizes n,
+                  const StepStream *wait = nullptr)
       : out_(out),
         x_(x),
         w_(w),
@@ -56,6 +59,7 @@ class InputProjection {
         c0_(c0),
         c1_(c1),
         n_(n),
+        wait_(wait),
         gemm_(ids || c1 <= c0 ? arena.slice(w, D, true, c0, c0, p)
                               : arena.slice(w, D, true, c0, c1, p)) {
     const bool by_rows = ids != nullptr || gemm_.panel() > 0;
@@ -69,6 +73,7 @@ class InputProjection {
     int end = t + 1;
     while (end < n_.steps() && n_.at(end) + n_.rows(end) - n_.at(t) <= chunk_rows_) ++end;
     if (chunk_rows_ >= n_.N()) end = n_.steps();
+    if (wait_) wait_->wait(end);  // the wavefront: x rows of steps < end published
     run(n_.row0(t), n_.row0(end - 1) + n_.rows(end - 1));
     next_ = end;
   }
@@ -91,6 +96,7 @@ class InputProjection {
   const std::int32_t *ids_;
   int ldo_, D_, c0_, c1_;
   SeqSizes n_;
+  const StepStream *wait_;
   StepGemm<T> gemm_;
   idx chunk_rows_ = 0;
   int next_ = 0;  // the first step not projected yet

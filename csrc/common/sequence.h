@@ -56,6 +56,7 @@ struct SeqInputs {
   const T *w_ih;            // (G*H,D)
   const T *w_hh;            // (G*H,H)
   const T *b_ih, *b_hh;     // (G*H)
+  bool x_later = false;     // x is a stream's rows, not written yet: the binding copies it later
 };
 
 // The buffers every cell keeps from its forward for its backward (its own follow them).
@@ -113,7 +114,7 @@ void keep_inputs(const SeqBuffers<T> &s, const SeqInputs<T> &in, SeqSizes n) {
   }
   if (s.ids)
     std::memcpy(s.ids, in.ids, static_cast<std::size_t>(n.TB()) * sizeof(std::int32_t));
-  else
+  else if (!in.x_later)
     std::memcpy(s.x, in.x, static_cast<std::size_t>(n.TB()) * n.D * sizeof(T));
 }
 

@@ -7,8 +7,8 @@ dropout; each direction of each layer is one call of the C++ kernel over the who
 What forward and backward accept is checked in rnncore.stack_inputs.
 
 The shape legend (T, B, D, H, L, G, dirs) and a training step are in rnncore.layers' module
-docstring. With ``wavefront = True`` a unidirectional stack of 2+ layers runs layer by chunk of
-steps instead, each layer on its own thread (rnncore.wavefront).
+docstring. With ``wavefront = True`` a unidirectional LSTM stack runs its layers at once instead,
+each on its own thread, handing rows over step by step (rnncore.wavefront).
 """
 
 from __future__ import annotations
@@ -152,10 +152,11 @@ class RecurrentStack(Generic[S]):
 
     @property
     def wavefront(self) -> bool:
-        """Run a unidirectional stack of 2+ layers on the wavefront schedule (rnncore.wavefront:
-        each layer on its own thread, a chunk of steps behind the layer below) instead of layer
-        after layer; off by default (docs/performance.md has the measurements). Results agree
-        with the default schedule to rounding; bidirectional stacks ignore it."""
+        """Run the layers at once on the wavefront schedule (rnncore.wavefront: each layer's
+        kernel call on its own thread, a step behind the layer below) instead of one after the
+        other. For unidirectional LSTM stacks of 2+ layers called without lengths; other calls
+        run the default schedule. Results match the default schedule's (bitwise on the packed
+        float32 kernel). Off by default (docs/performance.md has the measurements)."""
         return self._wavefront
 
     @wavefront.setter
@@ -310,8 +311,10 @@ class RecurrentStack(Generic[S]):
         caches: list[list[Any]] = []
         masks: list[Array | None] = []
         finals: list[list[Array]] = [[] for _ in range(n)]
-        if self._wavefront and dirs == 1 and self.num_layers > 1 and T > 0:
-            return wavefront.stack_forward(self, x, states0, lengths, training, input_weight)
+        if self._wavefront and wavefront.applies(
+            self.cell, self.num_layers, self.bidirectional, lengths, T
+        ):
+            return wavefront.stack_forward(self, x, states0, training, input_weight)
         inp = x  # (T, B, D) for layer 0, then (T, B, dirs*H)
         with self._pool:  # every kernel buffer from the stack's own pool
             for layer in range(self.num_layers):

@@ -76,16 +76,43 @@ def lstm_forward(
     lengths: _ArrayLike | None = None,
     reverse: bool = False,
     training: bool = True,
+    stream_in: _StepStream | None = None,
+    stream_out: _StepStream | None = None,
 ) -> tuple[_Array, _Array, _Array, LSTMCache | None]:
     """LSTM forward: x (T,B,D) or (T,B) integer ids (one-hot input), h0/c0 (B,H) | None,
     w_ih (4H,D), w_hh (4H,H), b (4H,) | None -> y (T,B,H), h_n (B,H), c_n (B,H), cache.
-    Gate order i, f, g, o. lengths, reverse: as rnn_forward (c_n like h_n)."""
+    Gate order i, f, g, o. lengths, reverse: as rnn_forward (c_n like h_n). stream_in (x is
+    its rows) / stream_out (h_t times its mask, (T,B,H)): the wavefront schedule."""
 
 def lstm_backward(
-    dy: _ArrayLike | None, dh_n: _ArrayLike | None, dc_n: _ArrayLike | None, cache: LSTMCache
+    dy: _ArrayLike | None,
+    dh_n: _ArrayLike | None,
+    dc_n: _ArrayLike | None,
+    cache: LSTMCache,
+    *,
+    stream_in: _StepStream | None = None,
+    stream_out: _StepStream | None = None,
 ) -> tuple[_Array | None, _Array, _Array, _Array, _Array, _Array | None, _Array | None]:
-    """BPTT: -> dx (T,B,D) (None for id input), dh0 (B,H), dc0 (B,H), dw_ih (4H,D),
-    dw_hh (4H,H), db_ih (4H,) | None, db_hh (4H,) | None."""
+    """BPTT: -> dx (T,B,D) (None for id input or with stream_out), dh0 (B,H), dc0 (B,H),
+    dw_ih (4H,D), dw_hh (4H,H), db_ih (4H,) | None, db_hh (4H,) | None. stream_in (dy is its
+    rows) / stream_out (dx times its mask, (T,B,D)): the wavefront schedule."""
+
+class _StepStream:
+    """A (T,B,W) buffer one kernel call writes step by step while another reads it (the
+    wavefront schedule, rnncore.wavefront)."""
+
+    def __init__(self, rows: _Array, mask: _Array | None = None) -> None: ...
+    @property
+    def rows(self) -> _Array:
+        """The buffer (T,B,W)."""
+    @property
+    def done(self) -> int:
+        """Steps published so far."""
+    @property
+    def failed(self) -> bool:
+        """Whether the writer failed (its reader then raises)."""
+    def fail(self) -> None:
+        """Mark the stream failed: its reader stops waiting and raises."""
 
 def gru_forward(
     x: _ArrayLike,

@@ -154,9 +154,10 @@ class RecurrentStack(Generic[S]):
     def wavefront(self) -> bool:
         """Run the layers at once on the wavefront schedule (rnncore.wavefront: each layer's
         kernel call on its own thread, a step behind the layer below) instead of one after the
-        other. For unidirectional LSTM stacks of 2+ layers called without lengths; other calls
-        run the default schedule. Results match the default schedule's (bitwise on the packed
-        float32 kernel). Off by default (docs/performance.md has the measurements)."""
+        other. For unidirectional LSTM stacks of 2+ layers called without lengths, with at least
+        one of rnncore's threads per layer; other calls run the default schedule. Results match
+        the default schedule's (bitwise on the packed float32 kernel). Off by default: slower on
+        the 2-core machines measured (docs/performance.md)."""
         return self._wavefront
 
     @wavefront.setter

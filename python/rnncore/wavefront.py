@@ -17,8 +17,9 @@ rows (dx one step at a time, each element still one dot product in order) and th
 gradients, so results match it bitwise on the packed float32 kernel and to rounding where
 OpenBLAS runs the input side (float64, or weights past L2), and do not depend on the thread count.
 
-Where it applies: unidirectional LSTM stacks of 2+ layers, every length T (lengths=None); other
-stacks, cells and calls with lengths run the default schedule.
+Where it applies: unidirectional LSTM stacks of 2+ layers, every length T (lengths=None), with at
+least as many of rnncore's threads as layers; other stacks, cells and calls run the default
+schedule.
 
 Shape legend: T steps, B batch, D input size, H hidden size, L layers.
 """
@@ -42,8 +43,16 @@ CELLS = frozenset({"lstm"})  # the cells whose kernels take stream_in / stream_o
 
 
 def applies(cell: str, layers: int, bidirectional: bool, lengths: Array | None, T: int) -> bool:
-    """Whether a stack's call runs on the wavefront schedule when its ``wavefront`` is on."""
-    return cell in CELLS and layers > 1 and not bidirectional and lengths is None and T > 0
+    """Whether a stack's call runs on the wavefront schedule when its ``wavefront`` is on: an
+    LSTM of 2+ layers, one direction, every length T, and at least one of rnncore's threads
+    (get_num_threads()) per layer, so that no layer waits for a core."""
+    return (
+        cell in CELLS
+        and 1 < layers <= _core.get_num_threads()
+        and not bidirectional
+        and lengths is None
+        and T > 0
+    )
 
 
 class _Workers:

@@ -2,9 +2,9 @@
 
 Every layer's kernel call runs at once, on its own thread, handing rows over through step
 streams. The arithmetic is the default schedule's element by element, so float32 on the packed
-kernel agrees bitwise. float64 runs the input side on OpenBLAS, whose dx is now computed one
-step (B rows) per call instead of T*B rows in one: 1e-12 relative covers a different blocking
-of the same sums.
+kernel agrees bitwise. float64 runs the input side on OpenBLAS, whose projection and dx now go
+by chunks of rows (dx one step, each thread's share of its B rows, per call) instead of all T*B
+rows in one: 1e-12 relative covers a different blocking of the same sums.
 """
 
 from __future__ import annotations
@@ -186,11 +186,13 @@ def test_streams_hand_over_rows_and_a_failed_producer_stops_its_consumer() -> No
     s = _core._StepStream(np.empty((T, B, H), np.float32), mask)
     got: list = []
     t = threading.Thread(
-        target=lambda: got.append(_core.lstm_forward(s.rows, None, None, *w1, stream_in=s)[0])
+        target=lambda: got.append(_core.lstm_forward(s.rows, None, None, *w1, stream_in=s)[0]),
+        daemon=True,
     )
     t.start()
     _core.lstm_forward(x, None, None, *w0, stream_out=s)
     t.join(timeout=30)
+    assert not t.is_alive(), "the consumer did not finish"
     assert s.done == T and not s.failed and np.array_equal(got[0], want)
 
     # The producer fails (a bad h0): the consumer stops waiting and raises.
@@ -203,7 +205,7 @@ def test_streams_hand_over_rows_and_a_failed_producer_stops_its_consumer() -> No
         except RuntimeError as e:
             errors.append(e)
 
-    t = threading.Thread(target=consume)
+    t = threading.Thread(target=consume, daemon=True)
     t.start()
     with pytest.raises(ValueError, match="h0"):
         _core.lstm_forward(x, np.zeros((B + 1, H), np.float32), None, *w0, stream_out=s)
@@ -222,7 +224,7 @@ def test_stream_arguments_are_checked() -> None:
         _core.lstm_forward(x, None, None, *w, stream_out=_core._StepStream(np.empty((T, B, 5))))
     with pytest.raises(ValueError, match=r"x must be stream_in\.rows itself"):
         _core.lstm_forward(x.copy(), None, None, *w, stream_in=_core._StepStream(x))
-    with pytest.raises(ValueError, match="need lengths=None"):
+    with pytest.raises(ValueError, match="need every length T and reverse=False, got lengths < T"):
         _core.lstm_forward(x, None, None, *w, lengths=np.array([4, 2]), stream_out=s)
     with pytest.raises(TypeError, match="stream_out must be a _StepStream or None, got list"):
         _core.lstm_forward(x, None, None, *w, stream_out=[])
@@ -254,3 +256,96 @@ def test_thread_limit_is_per_os_thread() -> None:
     finally:
         _core._set_thread_limit(0)
         rnncore.set_num_threads(before)
+
+
+def test_backward_streams_hand_over_dx_and_a_failed_producer_stops_its_consumer() -> None:
+    rng = np.random.default_rng(7)
+    T, B, D, H = 7, 3, 4, 5
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    w0, w1 = _lstm_weights(rng, D, H), _lstm_weights(rng, H, H)
+    mask = (rng.random((T, B, H)) > 0.5).astype(np.float32) * 2
+    y0, _, _, c0 = _core.lstm_forward(x, None, None, *w0)
+    c1 = _core.lstm_forward(y0, None, None, *w1)[3]
+    dy = rng.standard_normal((T, B, H)).astype(np.float32)
+    want1 = _core.lstm_backward(dy, None, None, c1)
+    want0 = _core.lstm_backward(want1[0] * mask, None, None, c0)
+    s = _core._StepStream(np.empty((T, B, H), np.float32), mask)
+    got: list = []
+    t = threading.Thread(
+        target=lambda: got.append(_core.lstm_backward(s.rows, None, None, c0, stream_in=s)),
+        daemon=True,
+    )
+    t.start()
+    top = _core.lstm_backward(dy, None, None, c1, stream_out=s)
+    t.join(timeout=30)
+    assert not t.is_alive(), "the consumer did not finish"
+    assert top[0] is None and s.done == T
+    for u, v in zip(top[1:], want1[1:], strict=True):  # dh0, dc0 and the weight gradients
+        assert u is v is None or np.array_equal(u, v)
+    for u, v in zip(got[0], want0, strict=True):
+        assert u is v is None or np.array_equal(u, v)
+
+    # The producer fails (a bad dh_n): the consumer stops waiting and raises; a used stream
+    # cannot carry a second call's rows.
+    with pytest.raises(ValueError, match="stream_out must be a new _StepStream, got one with 7"):
+        _core.lstm_backward(dy, None, None, c1, stream_out=s)
+    s = _core._StepStream(np.empty((T, B, H), np.float32))
+    errors: list = []
+
+    def consume() -> None:
+        try:
+            _core.lstm_backward(s.rows, None, None, c0, stream_in=s)
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    with pytest.raises(ValueError, match="dh_n"):
+        _core.lstm_backward(dy, np.zeros((B, H + 1), np.float32), None, c1, stream_out=s)
+    t.join(timeout=30)
+    assert not t.is_alive() and s.failed
+    assert len(errors) == 1 and "stream_in failed" in str(errors[0])
+    with pytest.raises(ValueError, match="stream_out must not be stream_in"):
+        _core.lstm_forward(s.rows, None, None, *w1, stream_in=s, stream_out=s)
+
+
+@pytest.mark.parametrize(
+    ("cell", "kw"),
+    [("rnn", {}), ("lstm", {}), ("gru", {"reset_after": True}), ("gru", {"reset_after": False})],
+)
+def test_the_input_projection_by_chunks_changes_no_element(cell: str, kw: dict) -> None:
+    # 5000 rows: InputProjection takes about 256 KB of gate columns a chunk, so one thread's G*H
+    # columns (32 to 128 here) make 3 to 10 chunks. Feeding the same sequence in pieces of 7
+    # steps (other row ranges for every product) gives the whole-sequence call's y bitwise on
+    # the packed float32 kernel.
+    rng = np.random.default_rng(8)
+    T, B, D, H = 100, 50, 24, 32
+    G = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    fwd = getattr(_core, f"{cell}_forward")
+    x = rng.standard_normal((T, B, D)).astype(np.float32)
+    w = [rng.standard_normal(sh).astype(np.float32) * 0.2 for sh in ((G * H, D), (G * H, H))]
+    states = (None, None) if cell == "lstm" else (None,)
+    whole = fwd(x, *states, *w, training=False, **kw)[0]
+    pieces, carry = [], states
+    for t0 in range(0, T, 7):
+        out = fwd(x[t0 : t0 + 7], *carry, *w, training=False, **kw)
+        pieces.append(out[0])
+        carry = tuple(out[1 : 1 + len(states)])
+    assert np.array_equal(np.concatenate(pieces), whole)
+
+
+def test_wavefront_over_many_chunks_matches_bitwise() -> None:
+    # T*B = 1200 rows: the consumer's input projection waits for several chunks in turn.
+    rng = np.random.default_rng(9)
+    T, B = 60, 20
+    a, b = _pair("LSTM", np.float32, layers=2, dropout=0.2)
+    x = rng.standard_normal((T, B, 5)).astype(np.float32)
+    dy = rng.standard_normal((T, B, 16)).astype(np.float32)
+    ya, sa, dxa, dsa, ga = _run(a, x, dy)
+    yb, sb, dxb, dsb, gb = _run(b, x, dy)
+    assert b._tape.wavefront
+    assert np.array_equal(ya, yb) and np.array_equal(dxa, dxb)
+    for u, v in (*zip(sa, sb, strict=True), *zip(dsa, dsb, strict=True)):
+        assert np.array_equal(u, v)
+    for name in ga:
+        assert np.array_equal(ga[name], gb[name]), name

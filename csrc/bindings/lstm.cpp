@@ -41,6 +41,7 @@ py::tuple lstm_forward_impl(const SeqArgs<T> &a, DType dt, bool training, StepSt
     if (in_s)  // every row is published now: the cache's copy of x, for the backward
       std::memcpy(ws.seq.x, in.x, static_cast<std::size_t>(nl.TB()) * nl.D * sizeof(T));
     ws.read_outputs(yp, hnp, cnp, nl);
+    if (out_s) out_s->relay(static_cast<int>(a.T), in_s);  // also where the kernel had no step
   }
   check_stream_in("lstm_forward", in_s);
   py::object cache = training ? py::cast(std::move(c)) : py::none();
@@ -52,13 +53,13 @@ py::tuple lstm_forward_py(py::handle x, py::handle h0, py::handle c0, py::handle
                           py::handle reverse_, py::handle training_, py::handle stream_in,
                           py::handle stream_out) {
   const std::string fn = "lstm_forward";
-  const bool training = flag(fn, training_, "training");
-  const bool reverse = reverse_arg(fn, reverse_);
-  const DType dt = dtype_from(fn, w_ih, "w_ih");
-  Dims d(fn, 4);
-  return dispatch(dt, [&](auto zero) {
-    using T = decltype(zero);
-    return producing(raw_stream(stream_out), [&] {
+  return producing(raw_stream(stream_out), [&] {
+    const bool training = flag(fn, training_, "training");
+    const bool reverse = reverse_arg(fn, reverse_);
+    const DType dt = dtype_from(fn, w_ih, "w_ih");
+    Dims d(fn, 4);
+    return dispatch(dt, [&](auto zero) {
+      using T = decltype(zero);
       auto a = take_seq_args<T>(d, dt, 4, x, h0, c0, w_ih, w_hh, b_ih, b_hh, true, training,
                                 lengths, reverse);
       const ForwardStreams st = forward_streams<T>(fn, stream_in, stream_out, a);
@@ -104,6 +105,7 @@ py::tuple lstm_backward_impl(const LstmCache &c, py::handle dy_, py::handle dh_n
     order.pack(dyp, dhnp, dcnp);
     lstm_backward<T>(args);
     order.unpack(dxp, dh0p, dc0p);
+    if (st.out) st.out->relay(static_cast<int>(c.T), st.in);  // also where the kernel had no step
   }
   check_stream_in(fn, st.in);
   auto [db_ih, db_hh] = split_bias_grad<T>(c, db);

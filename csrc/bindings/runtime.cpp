@@ -142,7 +142,7 @@ void bind_runtime(py::module_ &m) {
       "of a stack runs each layer on its own Python thread with its share of the cores.");
   m.def("get_num_threads", &num_threads,
         "Number of threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else "
-        "all cores.");
+        "all cores (at most the calling thread's _set_thread_limit cap).");
   m.def(
       "blas_info",
       [] {

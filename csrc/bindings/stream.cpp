@@ -42,20 +42,28 @@ void bind_stream(py::module_ &m) {
              if (!ok)
                throw py::value_error(
                    "_StepStream: rows must be a writable C-contiguous float32 or float64 array "
-                   "of shape (T, B, W)");
+                   "of shape (T, B, W), got " +
+                   std::string(py::str(rows.dtype())) + " of shape " +
+                   std::string(py::str(py::tuple(rows.attr("shape")))) +
+                   (rows.flags() & py::array::c_style ? "" : ", not C-contiguous") +
+                   (rows.writeable() ? "" : ", read-only"));
              auto p = std::make_shared<PyStepStream>();
              p->rows = rows;
              p->s.rows = rows.mutable_data();
              if (!mask.is_none()) {
                if (!py::isinstance<py::array>(mask))
-                 throw py::type_error("_StepStream: mask must be None or an array");
+                 throw py::type_error("_StepStream: mask must be None or an array, got " +
+                                      std::string(py::str(py::type::of(mask).attr("__name__"))));
                auto mk = py::reinterpret_borrow<py::array>(mask);
                if (!mk.dtype().is(rows.dtype()) || mk.ndim() != 3 ||
                    !(mk.flags() & py::array::c_style) || mk.shape(0) != rows.shape(0) ||
                    mk.shape(1) != rows.shape(1) || mk.shape(2) != rows.shape(2))
                  throw py::value_error(
-                     "_StepStream: mask must be None or a C-contiguous array of rows' dtype and "
-                     "shape");
+                     "_StepStream: mask must be None or a C-contiguous array of rows' dtype " +
+                     std::string(py::str(rows.dtype())) + " and shape " +
+                     std::string(py::str(py::tuple(rows.attr("shape")))) + ", got " +
+                     std::string(py::str(mk.dtype())) + " of shape " +
+                     std::string(py::str(py::tuple(mk.attr("shape")))));
                p->mask = mk;
                p->s.mask = mk.data();
              }

@@ -33,6 +33,19 @@ inline StepStream *raw_stream(py::handle obj) {
   return py::isinstance<PyStepStream>(obj) ? &obj.cast<PyStepStream &>().s : nullptr;
 }
 
+// stream_out, checked as stream_arg and also: not stream_in itself, and fresh (nothing
+// published yet: a stream carries one call's rows).
+inline StepStream *stream_out_arg(const std::string &fn, py::handle obj, const py::dtype &dtype,
+                                  std::ptrdiff_t T, std::ptrdiff_t B, std::ptrdiff_t W,
+                                  const StepStream *in) {
+  StepStream *out = stream_arg(fn, "stream_out", obj, dtype, T, B, W);
+  if (out && out == in) throw py::value_error(fn + ": stream_out must not be stream_in");
+  if (out && out->done.load() != 0)
+    throw py::value_error(fn + ": stream_out must be a new _StepStream, got one with " +
+                          std::to_string(out->done.load()) + " steps published already");
+  return out;
+}
+
 // A forward's streams, checked: stream_in's rows must be x itself (dense, (T,B,D)), stream_out's
 // (T,B,H); either needs every length T and no reverse.
 struct ForwardStreams {
@@ -43,9 +56,12 @@ ForwardStreams forward_streams(const std::string &fn, py::handle stream_in, py::
                                const SeqArgs<T> &a) {
   const py::dtype dt = py::dtype::of<T>();
   StepStream *in = stream_arg(fn, "stream_in", stream_in, dt, a.T, a.B, a.D);
-  StepStream *out = stream_arg(fn, "stream_out", stream_out, dt, a.T, a.B, a.H);
+  StepStream *out = stream_out_arg(fn, stream_out, dt, a.T, a.B, a.H, in);
   if ((in || out) && (a.has_lengths || a.reverse))
-    throw py::value_error(fn + ": stream_in / stream_out need lengths=None and reverse=False");
+    throw py::value_error(fn +
+                          ": stream_in / stream_out need every length T and reverse=False, "
+                          "got " +
+                          (a.reverse ? std::string("reverse=True") : std::string("lengths < T")));
   if (in && (a.one_hot || a.x.data() != in->data<T>()))
     throw py::value_error(fn + ": with stream_in, x must be stream_in.rows itself");
   return {in, out};
@@ -61,11 +77,12 @@ BackwardStreams backward_streams(const std::string &fn, py::handle stream_in, py
                                  const SeqCache &c, const T *dy) {
   const py::dtype dt = py::dtype::of<T>();
   StepStream *in = stream_arg(fn, "stream_in", stream_in, dt, c.T, c.B, c.H);
-  StepStream *out = stream_arg(fn, "stream_out", stream_out, dt, c.T, c.B, c.D);
+  StepStream *out = stream_out_arg(fn, stream_out, dt, c.T, c.B, c.D, in);
   if ((in || out) && c.sizes().order)
     throw py::value_error(fn +
-                          ": stream_in / stream_out need a forward with lengths=None and "
-                          "reverse=False");
+                          ": stream_in / stream_out need a forward with every length T "
+                          "and reverse=False, got one with " +
+                          (c.order.reverse ? std::string("reverse=True") : std::string("lengths")));
   if (in && dy != in->data<T>())
     throw py::value_error(fn + ": with stream_in, dy must be stream_in.rows itself");
   if (out && c.one_hot)

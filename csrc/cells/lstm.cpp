@@ -148,7 +148,7 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
       });
       if (a.stream_out) stream_rows(*a.stream_out, h, t, M, n.H, s.j0, s.j1);
 #pragma omp barrier
-      if (a.stream_out && s.p == 0) a.stream_out->publish(t + 1);
+      if (a.stream_out && s.p == 0) a.stream_out->relay(t + 1, a.stream_in);
     }
   }
 }
@@ -237,12 +237,12 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       if (t > 0) {
         add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
 #pragma omp barrier
-        if (down && s.p == 0) down->publish(n.steps() - t);
+        if (down && s.p == 0) down->relay(n.steps() - t, up);
       }
     }
     if (down) {
 #pragma omp barrier
-      if (s.p == 0) down->publish(n.steps());
+      if (s.p == 0) down->relay(n.steps(), up);
     }
     // Rows of length 0 (lengths): dh0 = dh_n.
     if (n.rows(0) < n.B)

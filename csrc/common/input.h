@@ -43,7 +43,8 @@ PackArena<T> input_arena(int D, int GH, int threads, bool one_hot) {
 // run, so the step's product accumulates into rows still in L2 instead of rows written out to
 // L3 a whole sequence earlier. OpenBLAS (float64, or W too big for L2) projects every row at
 // step 0, as one call. Each thread reads only its own columns, so no barrier is needed. On the
-// wavefront schedule (`wait`) it first waits until the x rows of the chunk are published.
+// wavefront schedule (`wait`) it first waits until the x rows of the chunk are published, and
+// projects by chunks on OpenBLAS too (else the layer would wait for the whole input).
 template <typename T>
 class InputProjection {
  public:
@@ -62,7 +63,9 @@ class InputProjection {
         wait_(wait),
         gemm_(ids || c1 <= c0 ? arena.slice(w, D, true, c0, c0, p)
                               : arena.slice(w, D, true, c0, c1, p)) {
-    const bool by_rows = ids != nullptr || gemm_.panel() > 0;
+    // By chunks where no element changes with the rows a call covers, and on the wavefront
+    // (wait), where OpenBLAS's chunks may round differently but the layers then overlap.
+    const bool by_rows = ids != nullptr || gemm_.panel() > 0 || wait != nullptr;
     const idx row_bytes = std::max(1, c1 - c0) * static_cast<idx>(sizeof(T));
     chunk_rows_ = by_rows ? std::max<idx>(1, (idx(256) << 10) / row_bytes) : idx(n.N());
   }

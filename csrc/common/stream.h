@@ -49,6 +49,15 @@ struct StepStream {
       }
     }
   }
+  // A producer's publication: `steps` done, unless the stream it reads failed, in which case
+  // this one fails too (what it wrote came from invalid rows), before its reader can see the
+  // steps as done.
+  void relay(int steps, const StepStream *from) {
+    if (from && from->failed.load(std::memory_order_relaxed))
+      fail();
+    else
+      publish(steps);
+  }
   template <typename T>
   T *data() const {
     return static_cast<T *>(rows);

@@ -170,7 +170,8 @@ def _set_thread_limit(n: int) -> int:
     ...
 
 def get_num_threads() -> int:
-    """Threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else all cores."""
+    """Threads rnncore's kernels use: set_num_threads(), else OMP_NUM_THREADS, else all cores;
+    at most the calling thread's _set_thread_limit cap."""
 
 def blas_info() -> dict[str, str | int]:
     """The vendored OpenBLAS: corename, config, blas_threads (always 1); rnncore's float32

@@ -52,7 +52,7 @@ class _Tape:
     T: int
     B: int
     input_weight_given: bool  # layer 0 ran with a caller's input weight (see forward)
-    wavefront: bool = False  # caches[layer][chunk] of the wavefront schedule (rnncore.wavefront)
+    wavefront: bool = False  # the forward ran on the wavefront schedule (rnncore.wavefront)
 
 
 class RecurrentStack(Generic[S]):

@@ -14,8 +14,11 @@ product is split.
 
 The arithmetic is the default schedule's, element by element: the same products over the same
 rows (dx one step at a time, each element still one dot product in order) and the same weight
-gradients, so results match it bitwise on the packed float32 kernel and to rounding where
-OpenBLAS runs the input side (float64, or weights past L2), and do not depend on the thread count.
+gradients. On the packed float32 kernel the results match it bitwise and so do not depend on
+the thread count; where OpenBLAS runs the input side (float64, or W_ih past L2) the projection
+and dx go by chunks of rows whose blocking may round differently, so they agree to rounding.
+A layer's threads are an OpenMP team of their own: with OMP_PROC_BIND set, every layer's team
+binds to the same first places, so leave it unset for the wavefront.
 
 Where it applies: unidirectional LSTM stacks of 2+ layers, every length T (lengths=None), with at
 least as many of rnncore's threads as layers; other stacks, cells and calls run the default
@@ -69,7 +72,9 @@ class _Workers:
         while True:
             work, i, finished = inbox.get()
             try:
-                work(i)
+                work(i)  # catches and keeps its task's errors: this thread stays up
+            except BaseException:  # a last resort: run_layers reports the errors
+                pass
             finally:
                 finished.set()
 
@@ -109,15 +114,17 @@ def run_layers(
     errors: list[BaseException | None] = [None] * layers
 
     def work(layer: int) -> None:
-        previous = _core._set_thread_limit(share)
+        previous = None
         try:
+            previous = _core._set_thread_limit(share)
             with pool:
                 task(layer)
         except BaseException as e:  # handed to the calling thread
             errors[layer] = e
             fail(layer)
         finally:
-            _core._set_thread_limit(previous)
+            if previous is not None:
+                _core._set_thread_limit(previous)
 
     _WORKERS.run(layers, work)
     for e in errors:

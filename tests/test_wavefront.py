@@ -175,12 +175,18 @@ def _lstm_weights(rng, D: int, H: int):
     return [rng.standard_normal(s).astype(np.float32) * 0.3 for s in ((4 * H, D), (4 * H, H))]
 
 
-def test_streams_hand_over_rows_and_a_failed_producer_stops_its_consumer() -> None:
-    rng = np.random.default_rng(5)
-    T, B, D, H = 6, 2, 3, 4
+def _two_layers(seed: int, T: int, B: int, D: int, H: int):
+    """x (T,B,D), the weights of two LSTM layers (D -> H -> H) and a dropout mask (T,B,H)."""
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, B, D)).astype(np.float32)
     w0, w1 = _lstm_weights(rng, D, H), _lstm_weights(rng, H, H)
     mask = (rng.random((T, B, H)) > 0.5).astype(np.float32) * 2
+    return rng, x, w0, w1, mask
+
+
+def test_streams_hand_over_rows_and_a_failed_producer_stops_its_consumer() -> None:
+    T, B, D, H = 6, 2, 3, 4
+    _, x, w0, w1, mask = _two_layers(5, T, B, D, H)
     y0 = _core.lstm_forward(x, None, None, *w0)[0]
     want = _core.lstm_forward(y0 * mask, None, None, *w1)[0]
     s = _core._StepStream(np.empty((T, B, H), np.float32), mask)
@@ -259,11 +265,8 @@ def test_thread_limit_is_per_os_thread() -> None:
 
 
 def test_backward_streams_hand_over_dx_and_a_failed_producer_stops_its_consumer() -> None:
-    rng = np.random.default_rng(7)
     T, B, D, H = 7, 3, 4, 5
-    x = rng.standard_normal((T, B, D)).astype(np.float32)
-    w0, w1 = _lstm_weights(rng, D, H), _lstm_weights(rng, H, H)
-    mask = (rng.random((T, B, H)) > 0.5).astype(np.float32) * 2
+    rng, x, w0, w1, mask = _two_layers(7, T, B, D, H)
     y0, _, _, c0 = _core.lstm_forward(x, None, None, *w0)
     c1 = _core.lstm_forward(y0, None, None, *w1)[3]
     dy = rng.standard_normal((T, B, H)).astype(np.float32)

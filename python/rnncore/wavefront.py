@@ -10,7 +10,8 @@ into a (T, B, H) buffer after each step and publishes the step; layer l+1 reads 
 once they are published. Backward, layer l+1 sends its dx rows (times the mask) from the last step
 down and layer l reads them as its dy, while layer l+1's weight gradients, computed after its time
 loop, overlap with layer l's steps. On 2 cores and 2 layers each core owns a layer and no small
-product is split.
+product is split. Measured on 2 cores it is slower than the default schedule (0.84x at the
+char-rnn size, docs/performance.md), so stacks run it only when asked (``wavefront = True``).
 
 The arithmetic is the default schedule's, element by element: the same products over the same
 rows (dx one step at a time, each element still one dot product in order) and the same weight

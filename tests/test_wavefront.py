@@ -9,6 +9,8 @@ rows in one: 1e-12 relative covers a different blocking of the same sums.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -352,3 +354,33 @@ def test_wavefront_over_many_chunks_matches_bitwise() -> None:
         assert np.array_equal(u, v)
     for name in ga:
         assert np.array_equal(ga[name], gb[name]), name
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_runs_the_wavefront_on_threads_of_its_own() -> None:
+    # The parent's persistent workers do not exist in a child: it must start its own instead of
+    # waiting on theirs forever.
+    rng = np.random.default_rng(10)
+    _, b = _pair("LSTM", np.float32, layers=2)
+    x = rng.standard_normal((5, 2, 5)).astype(np.float32)
+    want, _ = b.forward(x)  # starts the parent's workers
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_forward_in_child, args=(b, x, out))  # forked: nothing pickled
+    child.start()
+    try:
+        got = out.get(timeout=60)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    assert not isinstance(got, str), got
+    assert np.array_equal(got, want)
+
+
+def _forward_in_child(layer, x, out) -> None:
+    try:
+        y, _ = layer.forward(x)
+        out.put(y if layer._tape.wavefront else "the child ran the default schedule")
+    except BaseException as e:
+        out.put(f"the child failed: {e!r}")

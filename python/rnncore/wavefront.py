@@ -30,6 +30,7 @@ Shape legend: T steps, B batch, D input size, H hidden size, L layers.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -63,9 +64,14 @@ class _Workers:
     """Threads kept for the wavefront (a new thread per call cost more than it saved: its first
     kernel call pays for thread-local setup, and starting it takes about 0.3 ms). Worker i - 1
     runs layer i; one run at a time (a second caller waits for the lock), so a run always finds
-    its workers free."""
+    its workers free. A forked child starts with none (its parent's threads do not exist there)."""
 
     def __init__(self) -> None:
+        self._forget()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
         self._lock = threading.Lock()
         self._inboxes: list[queue.SimpleQueue[Any]] = []
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 import rnncore
+import workers
 
 
 def main(argv: list[str]) -> int:
@@ -103,7 +104,7 @@ def main(argv: list[str]) -> int:
                 for _ in range(5):
                     fn()
                 out.append((time.perf_counter() - t0) / 5 * 1e3)
-        ratio = statistics.median(a / b for a, b in zip(fs, gs, strict=True))
+        ratio = workers.paired_ratio(fs, gs)
         return statistics.median(fs), statistics.median(gs), ratio
 
     print(f"{rnncore.blas_info()['recurrent_kernel']} kernel, T={T} B={B} D={D} H={H}")

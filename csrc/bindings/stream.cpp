@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "bindings/validate.h"
+
 namespace rnncore::bindings {
 
 StepStream *stream_arg(const std::string &fn, const char *name, py::handle obj,
@@ -14,13 +16,12 @@ StepStream *stream_arg(const std::string &fn, const char *name, py::handle obj,
                          std::string(py::str(py::type::of(obj).attr("__name__"))));
   auto &ps = obj.cast<PyStepStream &>();
   const auto &r = ps.rows;
-  const std::string want =
-      "(" + std::to_string(T) + ", " + std::to_string(B) + ", " + std::to_string(W) + ")";
+  const std::string want = shape_str({T, B, W});
   if (!r.dtype().is(dtype) || r.ndim() != 3 || r.shape(0) != T || r.shape(1) != B ||
       r.shape(2) != W)
     throw py::value_error(fn + ": " + name + ".rows must be " + std::string(py::str(dtype)) +
                           " of shape " + want + ", got " + std::string(py::str(r.dtype())) +
-                          " of shape " + std::string(py::str(py::tuple(r.attr("shape")))));
+                          " of shape " + shape_str(shape_of(r)));
   return &ps.s;
 }
 
@@ -43,8 +44,7 @@ void bind_stream(py::module_ &m) {
                throw py::value_error(
                    "_StepStream: rows must be a writable C-contiguous float32 or float64 array "
                    "of shape (T, B, W), got " +
-                   std::string(py::str(rows.dtype())) + " of shape " +
-                   std::string(py::str(py::tuple(rows.attr("shape")))) +
+                   std::string(py::str(rows.dtype())) + " of shape " + shape_str(shape_of(rows)) +
                    (rows.flags() & py::array::c_style ? "" : ", not C-contiguous") +
                    (rows.writeable() ? "" : ", read-only"));
              auto p = std::make_shared<PyStepStream>();
@@ -61,9 +61,8 @@ void bind_stream(py::module_ &m) {
                  throw py::value_error(
                      "_StepStream: mask must be None or a C-contiguous array of rows' dtype " +
                      std::string(py::str(rows.dtype())) + " and shape " +
-                     std::string(py::str(py::tuple(rows.attr("shape")))) + ", got " +
-                     std::string(py::str(mk.dtype())) + " of shape " +
-                     std::string(py::str(py::tuple(mk.attr("shape")))));
+                     shape_str(shape_of(rows)) + ", got " + std::string(py::str(mk.dtype())) +
+                     " of shape " + shape_str(shape_of(mk)));
                p->mask = mk;
                p->s.mask = mk.data();
              }

@@ -61,8 +61,7 @@ class InputProjection {
         c1_(c1),
         n_(n),
         wait_(wait),
-        gemm_(ids || c1 <= c0 ? arena.slice(w, D, true, c0, c0, p)
-                              : arena.slice(w, D, true, c0, c1, p)) {
+        gemm_(arena.slice(w, D, true, c0, ids ? c0 : c1, p)) {  // one-hot: a gather, no GEMM
     // By chunks where no element changes with the rows a call covers, and on the wavefront
     // (wait), where OpenBLAS's chunks may round differently but the layers then overlap.
     const bool by_rows = ids != nullptr || gemm_.panel() > 0 || wait != nullptr;
@@ -75,7 +74,6 @@ class InputProjection {
     if (t < next_ || c1_ <= c0_) return;
     int end = t + 1;
     while (end < n_.steps() && n_.at(end) + n_.rows(end) - n_.at(t) <= chunk_rows_) ++end;
-    if (chunk_rows_ >= n_.N()) end = n_.steps();
     if (wait_) wait_->wait(end);  // the wavefront: x rows of steps < end published
     run(n_.row0(t), n_.row0(end - 1) + n_.rows(end - 1));
     next_ = end;

@@ -307,15 +307,15 @@ class RecurrentStack(Generic[S]):
         states0 = self._unpack(where, "state", state, B)
         self._tape = None  # frees the previous caches before the kernels allocate new ones
         self._input_weight_grad = None
+        if self._wavefront and wavefront.applies(
+            self.cell, self.num_layers, self.bidirectional, lengths, T
+        ):
+            return wavefront.stack_forward(self, x, states0, training, input_weight)
         fwd = _kernel(self._forward)
         n, dirs = len(self._state_names), self.num_directions
         caches: list[list[Any]] = []
         masks: list[Array | None] = []
         finals: list[list[Array]] = [[] for _ in range(n)]
-        if self._wavefront and wavefront.applies(
-            self.cell, self.num_layers, self.bidirectional, lengths, T
-        ):
-            return wavefront.stack_forward(self, x, states0, training, input_weight)
         inp = x  # (T, B, D) for layer 0, then (T, B, dirs*H)
         with self._pool:  # every kernel buffer from the stack's own pool
             for layer in range(self.num_layers):
@@ -406,11 +406,7 @@ class RecurrentStack(Generic[S]):
                     dx, *rest = bwd(g, *dn, tape.caches[layer][d])
                     for out, ds in zip(d0, rest[:n], strict=True):
                         out[i] = ds
-                    for name, gw in zip(_PARAM_NAMES, rest[n:], strict=True):
-                        if layer == 0 and name == "weight_ih" and tape.input_weight_given:
-                            self._input_weight_grad = gw  # the caller's input weight: theirs to use
-                        elif gw is not None:
-                            self._grads[_key(name, layer, reverse)] += gw
+                    self._add_grads(tape, layer, reverse, rest[n:])
                     dx_sum = dx if dx_sum is None else dx_sum + dx  # dx is None for token ids
                 if layer > 0 and tape.masks[layer - 1] is not None:
                     dx_sum = dx_sum * tape.masks[layer - 1]  # the same mask as the forward
@@ -449,6 +445,14 @@ class RecurrentStack(Generic[S]):
         return w_ih, w_hh, b_ih, b_hh
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _add_grads(self, tape: _Tape, layer: int, reverse: bool, grads: Any) -> None:
+        """Add a direction's (dw_ih, dw_hh, db_ih, db_hh) in (layer 0's dw_ih: see forward)."""
+        for name, gw in zip(_PARAM_NAMES, grads, strict=True):
+            if layer == 0 and name == "weight_ih" and tape.input_weight_given:
+                self._input_weight_grad = gw  # the caller's input weight: theirs to use
+            elif gw is not None:
+                self._grads[_key(name, layer, reverse)] += gw
 
     def _dropout_mask(self, shape: tuple[int, ...], training: bool, layer: int) -> Array | None:
         """The dropout mask of layer `layer`'s output (shape (T, B, dirs*H)), or None.

@@ -194,7 +194,7 @@ def stack_backward(
 
     dy: (T, B, H) or None; dstates: per state component, (L, B, H) or None.
     """
-    from .stack import _PARAM_NAMES, _kernel, _key
+    from .stack import _kernel
     from .stack_inputs import pack_state
 
     T, B, H, L = tape.T, tape.B, stack.hidden_size, stack.num_layers
@@ -222,12 +222,7 @@ def stack_backward(
             streams[i].fail()
 
     run_layers(L, task, stack._pool, _core.get_num_threads(), fail)
-    stack._input_weight_grad = None
-    for i, r in enumerate(results):  # in layer order, on this thread: as the default schedule
-        for name, gw in zip(_PARAM_NAMES, r[1 + n :], strict=True):
-            if i == 0 and name == "weight_ih" and tape.input_weight_given:
-                stack._input_weight_grad = gw
-            elif gw is not None:
-                stack._grads[_key(name, i, False)] += gw
+    for i, r in enumerate(results):  # on this thread, as the default schedule adds them
+        stack._add_grads(tape, i, False, r[1 + n :])
     d0 = [np.stack([r[1 + k] for r in results]) for k in range(n)]  # (L, B, H) each
     return results[0][0], pack_state(d0)

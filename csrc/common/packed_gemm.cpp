@@ -245,10 +245,15 @@ void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, cons
     for (int j0 = 0; j0 < N; j0 += pi.nr) {
       const int nb = std::min(pi.nr, N - j0);
       const float *panel = packed + static_cast<idx>(j0) * K;
-      for (int m0 = mc; m0 < m_end; m0 += pi.mr) {
-        const int rows = std::min(pi.mr, m_end - m0);
+      // The chunk's rows in as few blocks as MR allows, of sizes differing by at most one
+      // (50 rows: 5 x 10, not 4 x 12 + 2): a block of 1-3 rows runs its FMAs at a fraction
+      // of the kernel's rate (too few accumulators to hide their latency).
+      const int blocks = (m_end - mc + pi.mr - 1) / pi.mr;
+      for (int b = 0, m0 = mc; b < blocks; ++b) {
+        const int rows = (m_end - m0) / (blocks - b);
         pi.table[rows](a + static_cast<idx>(m0) * lda, lda, panel, K,
                        c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
+        m0 += rows;
       }
     }
   }

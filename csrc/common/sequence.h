@@ -95,7 +95,8 @@ void copy_parallel(T *dst, const T *src, idx count) {
   {
     const idx np = omp_get_num_threads(), p = omp_get_thread_num();
     const idx lines = (count + 15) / 16;  // 16-element chunks: no float32 cache line is shared
-    const idx b = std::min(count, lines * p / np * 16), e = std::min(count, lines * (p + 1) / np * 16);
+    const idx b = std::min(count, lines * p / np * 16),
+              e = std::min(count, lines * (p + 1) / np * 16);
     if (e > b) std::memcpy(dst + b, src + b, static_cast<std::size_t>(e - b) * sizeof(T));
   }
 }

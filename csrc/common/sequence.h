@@ -93,10 +93,13 @@ void copy_parallel(T *dst, const T *src, idx count) {
   }
 #pragma omp parallel num_threads(nt)
   {
+    // By whole 64-byte lines, so no line is written by two threads (threading.h's split
+    // counts in int; a copy here can pass 2^31 elements).
+    constexpr idx per_line = 64 / sizeof(T);
     const idx np = omp_get_num_threads(), p = omp_get_thread_num();
-    const idx lines = (count + 15) / 16;  // 16-element chunks: no float32 cache line is shared
-    const idx b = std::min(count, lines * p / np * 16),
-              e = std::min(count, lines * (p + 1) / np * 16);
+    const idx lines = (count + per_line - 1) / per_line;
+    const idx b = std::min(count, lines * p / np * per_line),
+              e = std::min(count, lines * (p + 1) / np * per_line);
     if (e > b) std::memcpy(dst + b, src + b, static_cast<std::size_t>(e - b) * sizeof(T));
   }
 }

@@ -8,7 +8,10 @@
 //
 // Threading: one OpenMP region around the time loop; thread p owns hidden units [j0, j1)
 // (16-aligned) and with them gate columns [4*j0, 4*j1): its slice of the input projection, of
-// each step's recurrent GEMM and of the pointwise update. One barrier per step.
+// each step's recurrent GEMM and of the pointwise update. One barrier per step. Where the batch
+// allows (common/sequence.h row_groups) the threads form groups that own batch rows instead;
+// with one thread a group the time loop has no barrier at all. The weight gradients and dx
+// after the loop split every row's work by units and by rows as before.
 #include "cells/lstm.h"
 
 #include <omp.h>
@@ -117,25 +120,33 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
   const idx H = n.H, GH = G * H;
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
-  const PackArena<T> arena(n.H, G * n.H, nt);
-  const PackArena<T> in_arena = input_arena<T>(n.D, G * n.H, nt, a.ids != nullptr);
+  const bool one_hot = a.ids != nullptr, streams = a.stream_in || a.stream_out;
+  const bool packed = std::is_same_v<T, float> && gemm_path() != GemmPath::Blas &&
+                      (one_hot || input_side_packed(n.D, G * n.H));
+  const int groups = streams ? 1 : row_groups(n, G, nt, packed);
+  const PackArena<T> arena(n.H, groups * G * n.H, nt);
+  const PackArena<T> in_arena = input_arena<T>(n.D, groups * G * n.H, nt, one_hot);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
+    const ThreadSlice s = grid_slice(n, groups);
+    const int base = s.group * G * n.H;  // its group's packed copies
     // h W_hh^T for the gate columns of this thread's units [4*j0, 4*j1).
-    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p, base);
     // Input projection of the rows that run, this thread's gate columns, a chunk ahead.
     const T *x = a.stream_in ? a.stream_in->template data<T>() : a.x;
     InputProjection<T> in(a.gates, G * n.H, x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
-                          s.p, n, a.stream_in);
+                          s.p, n, a.stream_in, {s.r0, s.r1}, base);
     for (int t = 0; t < n.steps(); ++t) {
       in.before(t);
-      const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * H;  // (rows(t-1),H)
-      const T *c_prev = t == 0 ? a.c0 : a.cs + n.at(t - 1) * H;  // (rows(t-1),H)
-      T *g = a.gates + n.at(t) * GH;                             // (rows(t),4H)
-      const int M = n.rows(t);
-      T *c = a.cs + n.at(t) * H, *h = a.hs + n.at(t) * H;
+      // This thread's rows [r.begin, r.end) of step t, and the same rows of step t-1.
+      const Range r = s.rows(n, t);
+      const idx row = n.at(t) + r.begin, prev = t == 0 ? r.begin : n.at(t - 1) + r.begin;
+      const T *h_prev = (t == 0 ? a.h0 : a.hs) + prev * H;  // (M,H)
+      const T *c_prev = (t == 0 ? a.c0 : a.cs) + prev * H;  // (M,H)
+      T *g = a.gates + row * GH;                            // (M,4H)
+      const int M = r.end - r.begin;
+      T *c = a.cs + row * H, *h = a.hs + row * H;
       // Each tile of the product (gates += h_{t-1} W_hh^T), then its units' update.
       fused_step(rec, g, G * n.H, h_prev, n.H, M, true, gb, G * kUnitBlock, s, [&](int k, auto w) {
         if constexpr (std::is_same_v<T, float>)
@@ -147,7 +158,9 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
         lstm_cell_block<T>(g, c, h, c_prev, a.bias, gb, k, w, M, n.H);
       });
       if (a.stream_out) stream_rows(*a.stream_out, h, t, M, n.H, s.j0, s.j1);
+      if (s.shared) {
 #pragma omp barrier
+      }
       if (a.stream_out && s.p == 0) a.stream_out->relay(t + 1, a.stream_in);
     }
   }
@@ -170,38 +183,52 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   T *dgates = a.scratch.dgates, *dh = a.scratch.dh;
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
   const int nt = cell_threads(n, G), N = n.N();
-  const PackArena<T> arena(G * n.H, n.H, nt);
+  const bool streams = a.stream_in || a.stream_out;
+  const int groups =
+      streams ? 1 : row_groups(n, G, nt, std::is_same_v<T, float> && gemm_path() != GemmPath::Blas);
+  const PackArena<T> arena(G * n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
+    // The time loop's slice (rows and units: grid_slice), and the whole-sequence products' slice
+    // after it (units of every row): the same on one row group.
+    const ThreadSlice s = grid_slice(n, groups), u = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
-    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);    // dgates W_hh
-    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
-    // dc runs in dc0 (each thread its own units); dh holds the incoming dh of the step. A row
-    // not active yet (lengths) keeps dh_n, dc_n until its last step.
-    copy_or_zero_cols(g.dc0, a.dc_n, n.B, n.H, j0, j1);
-    copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
-    // The bias gradient (blocked order, this thread's gate columns) is summed step by step.
+    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);
+    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
+    // dc runs in dc0 (each thread its own rows and units); dh holds the incoming dh of the step.
+    // A row not active yet (lengths) keeps dh_n, dc_n until its last step.
+    const int b1 = std::min(s.r1, n.B);
+    copy_or_zero_block(g.dc0, a.dc_n, s.r0, b1, n.H, j0, j1);
+    copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
+    // The bias gradient (blocked order, this thread's gate columns) is summed step by step; on
+    // several row groups after the loop, in the same order (the steps from the last, the rows in
+    // order), so that it is the same for every thread count.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
-    std::fill(s_b + G * j0, s_b + G * j1, T(0));
-    // Block k of step t's pointwise backward: dgates[t] and dc_{t-1} from dh (+ dy) and dc.
+    const bool bias_in_loop = groups == 1;
+    if (bias_in_loop) std::fill(s_b + G * j0, s_b + G * j1, T(0));
+    // Block k of step t's pointwise backward, this thread's rows: dgates[t] and dc_{t-1} from
+    // dh (+ dy) and dc.
     const T *dy = a.stream_in ? a.stream_in->template data<T>() : a.dy;
     auto pointwise = [&](int t, int k, auto w) {
-      const T *dy_t = dy ? dy + n.at(t) * H : nullptr;
-      const T *c_prev = t == 0 ? c_states : c_states + BH + n.at(t - 1) * H;
-      const T *c_t = c_states + BH + n.at(t) * H, *gates_t = gates + n.at(t) * GH;
-      T *dgates_t = dgates + n.at(t) * GH;
+      const Range r = s.rows(n, t);
+      const idx row = n.at(t) + r.begin, prev = t == 0 ? r.begin : n.at(t - 1) + r.begin;
+      const T *dy_t = dy ? dy + row * H : nullptr;
+      const T *c_prev = t == 0 ? c_states + prev * H : c_states + BH + prev * H;
+      const T *c_t = c_states + BH + row * H, *gates_t = gates + row * GH;
+      T *dgates_t = dgates + row * GH, *dc = g.dc0 + r.begin * H;
+      const T *dh_t = dh + r.begin * H;
+      const int M = r.end - r.begin;
       if constexpr (std::is_same_v<T, float>)
         if (pk) {
-          pk->lstm_backward(dgates_t, g.dc0, dh, dy_t, gates_t, c_t, c_prev, gb.begin(k),
-                            k * kUnitBlock, gb.width(k), n.rows(t), n.H);
+          pk->lstm_backward(dgates_t, dc, dh_t, dy_t, gates_t, c_t, c_prev, gb.begin(k),
+                            k * kUnitBlock, gb.width(k), M, n.H);
           return;
         }
       with_dy(dy_t, [&](auto has_dy) {
-        lstm_cell_block_backward<T>(dgates_t, g.dc0, dh, dy_t, gates_t, c_t, c_prev, gb, k, w,
-                                    has_dy, n.rows(t), n.H);
+        lstm_cell_block_backward<T>(dgates_t, dc, dh_t, dy_t, gates_t, c_t, c_prev, gb, k, w,
+                                    has_dy, M, n.H);
       });
     };
     const int last = n.steps() - 1;
@@ -223,20 +250,27 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     };
     if (up) up->wait(n.steps() - last);
     for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) { pointwise(last, k, w); });
-    add_col_sums<T>(s_b, dgates + n.at(last) * GH, n.rows(last), GH, G * j0, G * j1);
+    if (bias_in_loop)
+      add_col_sums<T>(s_b, dgates + n.at(last) * GH, n.rows(last), GH, G * j0, G * j1);
+    if (s.shared) {
 #pragma omp barrier
+    }
     for (int t = last; t >= 0; --t) {
       if (down) send_dx(t);
       if (up && t > 0) up->wait(n.steps() - t + 1);
-      // dh_{t-1}[:, j0:j1] = dgates[t] W_hh needs every gate column of dgates[t] (after the
+      // dh_{t-1}[rows, j0:j1] = dgates[t] W_hh needs every gate column of dgates[t] (after the
       // barrier); each tile of it feeds step t-1's pointwise of its units at once.
-      fused_step(rec, t > 0 ? dh : g.dh0, n.H, dgates + n.at(t) * GH, G * n.H, n.rows(t), false, gb,
-                 kUnitBlock, s, [&](int k, auto w) {
+      const Range r = s.rows(n, t);
+      fused_step(rec, (t > 0 ? dh : g.dh0) + r.begin * H, n.H, dgates + (n.at(t) + r.begin) * GH,
+                 G * n.H, r.end - r.begin, false, gb, kUnitBlock, s, [&](int k, auto w) {
                    if (t > 0) pointwise(t - 1, k, w);
                  });
       if (t > 0) {
-        add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
+        if (bias_in_loop)
+          add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
+        if (s.shared) {
 #pragma omp barrier
+        }
         if (down && s.p == 0) down->relay(n.steps() - t, up);
       }
     }
@@ -245,22 +279,31 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       if (s.p == 0) down->relay(n.steps(), up);
     }
     // Rows of length 0 (lengths): dh0 = dh_n.
-    if (n.rows(0) < n.B)
-      copy_or_zero_cols(g.dh0 + n.rows(0) * H, dh + n.rows(0) * H, n.B - n.rows(0), n.H, j0, j1);
+    const int b0 = std::max(s.r0, n.rows(0));
+    if (b1 > b0) copy_or_zero_block(g.dh0, dh, b0, b1, n.H, j0, j1);
+    // Every row of dgates is read from here on.
+    if (!s.shared) {
+#pragma omp barrier
+    }
     // Whole-sequence weight gradients for this thread's gate rows [4*j0, 4*j1), computed in
     // the blocked order into the scratch, then put back in PyTorch's order.
-    if (j1 > j0) {
-      const int c0 = G * j0, c1 = G * j1;
+    if (u.j1 > u.j0) {
+      const int c0 = G * u.j0, c1 = G * u.j1;
+      if (!bias_in_loop) {
+        std::fill(s_b + c0, s_b + c1, T(0));
+        for (int t = last; t >= 0; --t)
+          add_col_sums<T>(s_b, dgates + n.at(t) * GH, n.rows(t), GH, c0, c1);
+      }
       input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
                            a.scratch.dw_onehot);
       gemm_rows<T>(c0, c1, true, false, n.H, N, dgates, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
-      unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, j0, j1);
-      unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, j0, j1);
-      unblock_gate_rows<T>(g.db, s_b, gb, 1, j0, j1);
+      unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, u.j0, u.j1);
+      unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, u.j0, u.j1);
+      unblock_gate_rows<T>(g.db, s_b, gb, 1, u.j0, u.j1);
     }
     // dx = dgates W_ih: the sum over gates does not care about their order. (The wavefront
     // sent it step by step.)
-    if (!down) input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
+    if (!down) input_grad_rows<T>(g.dx, dgates, G * n.H, f.w_ih, f.ids, N, n.D, u, w_ih_copies);
   }
 }
 

@@ -44,13 +44,15 @@ PackArena<T> input_arena(int D, int GH, int threads, bool one_hot) {
 // L3 a whole sequence earlier. OpenBLAS (float64, or W too big for L2) projects every row at
 // step 0, as one call. Each thread reads only its own columns, so no barrier is needed. On the
 // wavefront schedule (`wait`) it first waits until the x rows of the chunk are published, and
-// projects by chunks on OpenBLAS too (else the layer would wait for the whole input).
+// projects by chunks on OpenBLAS too (else the layer would wait for the whole input). On a grid
+// of row groups (common/sequence.h row_groups: packed kernel only) it projects only the thread's
+// rows `mine` of each step, on its group's copy of W (columns from `base` in the arena).
 template <typename T>
 class InputProjection {
  public:
   InputProjection(T *out, int ldo, const T *x, const std::int32_t *ids, const T *w, int D, int c0,
                   int c1, const PackArena<T> &arena, int p, SeqSizes n,
-                  const StepStream *wait = nullptr)
+                  const StepStream *wait = nullptr, Range mine = {0, INT32_MAX}, int base = 0)
       : out_(out),
         x_(x),
         w_(w),
@@ -61,7 +63,8 @@ class InputProjection {
         c1_(c1),
         n_(n),
         wait_(wait),
-        gemm_(arena.slice(w, D, true, c0, ids ? c0 : c1, p)) {  // one-hot: a gather, no GEMM
+        mine_(mine),
+        gemm_(arena.slice(w, D, true, c0, ids ? c0 : c1, p, base)) {  // one-hot: a gather
     // By chunks where no element changes with the rows a call covers, and on the wavefront
     // (wait), where OpenBLAS's chunks may round differently but the layers then overlap.
     const bool by_rows = ids != nullptr || gemm_.panel() > 0 || wait != nullptr;
@@ -75,7 +78,14 @@ class InputProjection {
     int end = t + 1;
     while (end < n_.steps() && n_.at(end) + n_.rows(end) - n_.at(t) <= chunk_rows_) ++end;
     if (wait_) wait_->wait(end);  // the wavefront: x rows of steps < end published
-    run(n_.row0(t), n_.row0(end - 1) + n_.rows(end - 1));
+    if (mine_.begin == 0 && mine_.end >= n_.B) {
+      run(n_.row0(t), n_.row0(end - 1) + n_.rows(end - 1));
+    } else {
+      for (int s = t; s < end; ++s) {
+        const int lo = std::min(mine_.begin, n_.rows(s)), hi = std::min(mine_.end, n_.rows(s));
+        if (hi > lo) run(n_.row0(s) + lo, n_.row0(s) + hi);
+      }
+    }
     next_ = end;
   }
 
@@ -98,6 +108,7 @@ class InputProjection {
   int ldo_, D_, c0_, c1_;
   SeqSizes n_;
   const StepStream *wait_;
+  Range mine_;
   StepGemm<T> gemm_;
   idx chunk_rows_ = 0;
   int next_ = 0;  // the first step not projected yet

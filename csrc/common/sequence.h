@@ -200,16 +200,97 @@ inline int cell_threads(SeqSizes n, int G) {
 
 // This thread's part of a cell's region: hidden units [j0, j1), 16-aligned so that its gate
 // columns are contiguous (common/gates.h) and no two threads write one cache line of a row;
-// with them the unit blocks [k0, k1).
+// with them the unit blocks [k0, k1). On a grid (row_groups) it owns only the batch rows
+// [r0, r1) (in the sorted order with lengths) of those units.
 struct ThreadSlice {
   int np, p;   // threads in the region, this thread
   int j0, j1;  // hidden units
   int k0, k1;  // unit blocks
+  int r0 = 0;  // batch rows
+  int r1 = INT32_MAX;
+  int group = 0;       // its row group (which packed copy of the weights it runs on)
+  bool shared = true;  // other threads own other units of its rows: a barrier every step
+
+  // Its rows [begin, end) among the rows(t) rows of step t (a row that runs at step t ran at
+  // every step before: the same rows of step t-1 are its previous states).
+  Range rows(SeqSizes n, int t) const {
+    const int m = n.rows(t);
+    return {std::min(r0, m), std::min(r1, m)};
+  }
 };
 inline ThreadSlice thread_slice(int H) {
   const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
   const Range r = split(H, np, p, kUnitBlock);
   return {np, p, r.begin, r.end, r.begin / kUnitBlock, (r.end + kUnitBlock - 1) / kUnitBlock};
+}
+
+// Row groups of a cell's time loop: `groups` groups of the batch rows, each run by nt/groups
+// threads that split the hidden units. A batch row's recurrence never reads another row, so
+// with one thread a group (2 threads, B = 50: 25 rows each) the loop needs no barrier at all
+// and no state moves between the cores; each thread then multiplies by all G*H columns, on its
+// own packed copy of W_hh. Only where every element of a product is the same whatever rows a
+// call covers (the packed float32 kernel: common/packed_gemm.h), so the results stay those of
+// any other thread count; only while the copy fits a core's L2 with room to spare (512 KB
+// here: W_hh for H = 128 LSTM is 256 KB) and each group keeps a full micro-kernel block of
+// rows (8). Not on the wavefront (streams publish by columns).
+inline int row_groups(SeqSizes n, int G, int nt, bool packed_kernel) {
+  if (!packed_kernel || nt <= 1) return 1;
+  for (int groups = nt; groups > 1; --groups) {
+    if (nt % groups != 0 || n.B / groups < 8) continue;
+    const int members = nt / groups;
+    const double bytes = 4.0 * n.H * G * ((n.H + members - 1) / members);
+    if (bytes <= 512.0 * 1024) return groups;
+  }
+  return 1;
+}
+
+// Batch rows [begin, end) of row group g of `groups`: equal counts at full length; with lengths
+// equal shares of the rows that run (the longest rows come first, so the first group takes fewer
+// of them), so that no group waits at the end for another.
+inline Range group_rows(SeqSizes n, int groups, int g) {
+  if (groups <= 1) return {0, n.B};
+  if (!n.order) return split(n.B, groups, g, 1);
+  // ran(b): the row-steps of rows [0, b), sum over t of min(b, rows(t)); the boundary of g is
+  // the fewest rows with ran(b) >= g/groups of them all.
+  auto ran = [&](int b) {
+    idx s = 0;
+    for (int t = 0; t < n.steps(); ++t) s += std::min(b, n.rows(t));
+    return s;
+  };
+  auto boundary = [&](int k) {
+    if (k <= 0) return 0;
+    if (k >= groups) return n.B;
+    const idx want = (static_cast<idx>(n.N()) * k + groups - 1) / groups;
+    int lo = 0, hi = n.B;
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (ran(mid) >= want)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    return lo;
+  };
+  return {boundary(g), boundary(g + 1)};
+}
+
+// This thread's slice of a grid of `groups` row groups (row_groups; 1: thread_slice).
+inline ThreadSlice grid_slice(SeqSizes n, int groups) {
+  const int np = omp_get_num_threads(), p = np > 1 ? omp_get_thread_num() : 0;
+  if (groups <= 1 || np % groups != 0) return thread_slice(n.H);
+  const int members = np / groups, group = p / members;
+  const Range u = split(n.H, members, p % members, kUnitBlock);
+  const Range r = group_rows(n, groups, group);
+  return {np,
+          p,
+          u.begin,
+          u.end,
+          u.begin / kUnitBlock,
+          (u.end + kUnitBlock - 1) / kUnitBlock,
+          r.begin,
+          r.end,
+          group,
+          members > 1};
 }
 
 // The fused step: the step product tile by tile, each tile followed at once by the pointwise
@@ -238,6 +319,16 @@ void fused_step(const StepGemm<T> &rec, T *c, int ldc, const T *a, int lda, int 
 template <typename T>
 void copy_or_zero_cols(T *dst, const T *src, int B, int H, int j0, int j1) {
   for (int b = 0; b < B; ++b)
+    for (int j = j0; j < j1; ++j) {
+      const idx i = static_cast<idx>(b) * H + j;
+      dst[i] = src ? src[i] : T(0);
+    }
+}
+
+// Rows [b0, b1), columns [j0, j1) of dst (B,H) = src, or zeros where src is nullptr.
+template <typename T>
+void copy_or_zero_block(T *dst, const T *src, int b0, int b1, int H, int j0, int j1) {
+  for (int b = b0; b < b1; ++b)
     for (int j = j0; j < j1; ++j) {
       const idx i = static_cast<idx>(b) * H + j;
       dst[i] = src ? src[i] : T(0);

@@ -81,19 +81,25 @@ class PackArena {
                                        : packed_floats(K, N + threads * nr_, nr_) * sizeof(float)) {
   }
 
-  // Thread p's StepGemm for columns [c0, c1); packs them (float32) on the calling thread.
-  StepGemm<T> slice(const T *w, int ldw, bool trans, int c0, int c1, int p) const {
+  // Thread p's StepGemm for columns [c0, c1); packs them (float32) on the calling thread. On a
+  // grid of row groups (common/sequence.h row_groups) each group packs its own copy: the arena
+  // is then sized for groups * N columns and group g's slices start at column base = g * N.
+  StepGemm<T> slice(const T *w, int ldw, bool trans, int c0, int c1, int p, int base = 0) const {
     if constexpr (std::is_same_v<T, float>) {
       if (path_ != GemmPath::Blas && c1 > c0) {
-        // Thread p's slice starts at column c0 + p*NR of the arena: slices never overlap.
-        float *dst = block_.as<float>() + static_cast<std::ptrdiff_t>(K_) * (c0 + p * nr_);
+        // Thread p's slice starts at column base + c0 + p*NR of the arena: slices never overlap.
+        float *dst = block_.as<float>() + static_cast<std::ptrdiff_t>(K_) * (base + c0 + p * nr_);
         pack_panels(dst, w, ldw, trans, K_, c0, c1, nr_);
         return StepGemm<T>(w, ldw, trans, K_, c0, c1, dst, path_);
       }
     }
     (void)p;
+    (void)base;
     return StepGemm<T>(w, ldw, trans, K_, c0, c1, nullptr, GemmPath::Blas);
   }
+
+  // Whether the float32 products run on the packed micro-kernel.
+  bool packed() const { return path_ != GemmPath::Blas; }
 
  private:
   GemmPath path_;

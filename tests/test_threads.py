@@ -195,34 +195,27 @@ def test_recurrence_is_bitwise_independent_of_thread_count(cell, B):
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, {n} threads")
 
 
+@pytest.mark.parametrize("cell", KERNEL_CELLS, ids=str)
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("B", [16, 40, 50])
-def test_row_groups_change_no_bit_of_the_lstm(B, lengths):
-    """From B = 16 on 2 threads the LSTM's time loop splits the batch rows instead of the hidden
-    units (common/sequence.h row_groups: each thread runs all 4H gate columns of its own rows,
-    with no barrier per step; 3 threads: three groups of rows from B = 24). Every element of a
-    product is still one dot product in k order, the bias gradient is summed after the loop in
-    the 1-thread order, and the dense input side (W_ih, 4H x D = 80 KB) stays on the packed
-    kernel: y, the states, dx, dh0, dc0 and db are bitwise the 1-thread ones, with lengths too
-    (the groups then split the row-steps, not the rows, evenly). dW_ih and dW_hh come from
-    OpenBLAS on column slices whose shape follows the thread count: to rounding."""
+def test_row_groups_change_no_bit(cell, B, lengths):
+    """From B = 16 on 2 threads the time loop splits the batch rows instead of the hidden units
+    (common/sequence.h row_groups: each thread runs all G*H gate columns of its own rows, with
+    no barrier per step; 3 threads: three groups of rows from B = 24). Every element of a
+    product is still one dot product in k order, the bias gradients are summed after the loop in
+    the 1-thread order, and the dense input side (W_ih, G*H x D: at most 80 KB here) stays on
+    the packed kernel: y, the states, dx, dh0 (dc0) and the bias gradients are bitwise the
+    1-thread ones, with lengths too (the groups then split the row-steps, not the rows, evenly).
+    dW_ih and dW_hh come from OpenBLAS on column slices whose shape follows the thread count: to
+    rounding."""
     if rnncore.blas_info()["recurrent_kernel"] == "blas":
         pytest.skip("float32 products go to OpenBLAS, whose rounding depends on the call's shape")
-    from test_kernels import LSTM
+    from test_kernels import make_args, make_upstream
 
     rng = np.random.default_rng(B)
     T, D, H = 13, 20, 72
-    k = 1 / np.sqrt(H)
-    args = {
-        "x": rng.standard_normal((T, B, D)).astype(np.float32),
-        "h0": rng.standard_normal((B, H)).astype(np.float32),
-        "c0": rng.standard_normal((B, H)).astype(np.float32),
-        "w_ih": rng.uniform(-k, k, (4 * H, D)).astype(np.float32),
-        "w_hh": rng.uniform(-k, k, (4 * H, H)).astype(np.float32),
-        "b_ih": rng.uniform(-k, k, 4 * H).astype(np.float32),
-        "b_hh": rng.uniform(-k, k, 4 * H).astype(np.float32),
-    }
-    upstream = tuple(rng.standard_normal(s).astype(np.float32) for s in ((T, B, H), (B, H), (B, H)))
+    args = make_args(cell, rng, T, B, D, H, np.float32)
+    upstream = make_upstream(cell, rng, T, B, H, np.float32)
     kw = {}
     if lengths:
         kw["lengths"] = rng.integers(0, T + 1, B)
@@ -230,12 +223,13 @@ def test_row_groups_change_no_bit_of_the_lstm(B, lengths):
     results = []
     for n in (1, 2, 3):
         with num_threads(n):
-            outs, cache = LSTM.forward(args, **kw)
-            results.append([*outs, *LSTM.backward(upstream, cache)])
-    names = LSTM.outputs + LSTM.grads
+            outs, cache = cell.forward(args, **kw)
+            results.append([*outs, *cell.backward(upstream, cache)])
+    names = cell.outputs + cell.grads
     for n, got in zip((2, 3), results[1:], strict=True):
         for name, a, b in zip(names, results[0], got, strict=True):
             if name in ("dw_ih", "dw_hh"):
-                np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max(), err_msg=name)
+                tol = 1e-5 * np.abs(a).max()
+                np.testing.assert_allclose(b, a, rtol=0, atol=tol, err_msg=f"{name}, {n} threads")
             else:
                 np.testing.assert_array_equal(a, b, err_msg=f"{name}, {n} threads")

@@ -8,7 +8,9 @@
 // at the same columns of gi and gh.
 //
 // Threading: one OpenMP region around the time loop; thread p owns hidden units [j0, j1)
-// (16-aligned) and the gate columns of those units: one GEMM and one barrier per step.
+// (16-aligned) and the gate columns of those units: one GEMM and one barrier per step. Where the
+// batch allows, groups of threads own batch rows instead (common/sequence.h row_groups); with one
+// thread a group the loop has no barrier.
 //
 // float32 runs the pointwise passes on the ISA path chosen at run time (common/pointwise.h);
 // forward_block and backward_block are the portable path and float64's.
@@ -36,24 +38,25 @@ namespace {
 using gru::BlockCols;
 using gru::G;
 
-// One step's pointwise update of unit block k (width w), all B rows: activates the gates in
-// place, keeps W_hn h + b_hn in aux and writes h_t.
+// One step's pointwise update of unit block k (width w), rows [rows.begin, rows.end) of step t:
+// activates the gates in place, keeps W_hn h + b_hn in aux and writes h_t. hp: h_{t-1} of the
+// first of those rows.
 template <typename T, typename W>
-void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w,
+void forward_block(const GruForwardArgs<T> &a, int t, Range rows, const T *hp, int k, W w,
                    const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
-  const idx H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
-  const int u0 = k * kUnitBlock;
+  const idx H3 = static_cast<idx>(G) * n.H, r0 = (n.at(t) + rows.begin) * n.H;
+  const int u0 = k * kUnitBlock, M = rows.end - rows.begin;
   const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
   T *gt = a.gates + r0 * G, *at = a.aux + r0, *ht = a.hs + r0;
+  const T *gh = a.gh + rows.begin * H3;
   const T *bir = a.b_ih + c.r, *biz = a.b_ih + c.z, *bin = a.b_ih + c.n;
   if constexpr (std::is_same_v<T, float>)
-    if (pk)
-      return pk->gru_forward(gt, a.gh, hp, at, ht, a.b_ih, a.b_hh, c.r, u0, w, n.rows(t), n.H);
+    if (pk) return pk->gru_forward(gt, gh, hp, at, ht, a.b_ih, a.b_hh, c.r, u0, w, M, n.H);
   const T *bhr = a.b_hh + c.r, *bhz = a.b_hh + c.z, *bhn = a.b_hh + c.n;
-  for (int b = 0; b < n.rows(t); ++b) {
+  for (int b = 0; b < M; ++b) {
     T *gi = gt + b * H3;
-    const T *gr = a.gh + b * H3, *hpb = hp + b * static_cast<idx>(n.H) + u0;
+    const T *gr = gh + b * H3, *hpb = hp + b * static_cast<idx>(n.H) + u0;
     T *ab = at + b * static_cast<idx>(n.H) + u0, *hb = ht + b * static_cast<idx>(n.H) + u0;
     T *ir = gi + c.r, *iz = gi + c.z, *in = gi + c.n;
     const T *hr = gr + c.r, *hz = gr + c.z, *hn = gr + c.n;
@@ -70,27 +73,29 @@ void forward_block(const GruForwardArgs<T> &a, int t, const T *hp, int k, W w,
   }
 }
 
-// Backward of one step for unit block k: from dh (+ dy) to the pre-activation gradients of
-// both sides; dh becomes the direct path's part of dh_{t-1} (the rest comes from W_hh).
+// Backward of one step for unit block k, rows [rows.begin, rows.end) of step t: from dh (+ dy)
+// to the pre-activation gradients of both sides; dh becomes the direct path's part of dh_{t-1}
+// (the rest comes from W_hh).
 template <typename T, typename W, typename HasDy>
-void backward_block(const GruBackwardArgs<T> &a, int t, int k, W w, HasDy has_dy,
+void backward_block(const GruBackwardArgs<T> &a, int t, Range rows, int k, W w, HasDy has_dy,
                     const PointwiseKernels *pk) {
   const SeqSizes n = a.n;
-  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = n.at(t) * n.H;
-  const int u0 = k * kUnitBlock;
+  const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = (n.at(t) + rows.begin) * n.H;
+  const int u0 = k * kUnitBlock, M = rows.end - rows.begin;
   const BlockCols c = gru::blocked_cols(GateBlocks{n.H, G}, k);
   const T *gt = a.fwd.gates + r0 * G, *at = a.fwd.aux + r0;
-  const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H);  // h_{t-1}
+  const T *hp =
+      a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H) + rows.begin * n.H;  // h_{t-1}
   const T *dyt = has_dy ? a.dy + r0 : nullptr;
   T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
+  T *dh = a.scratch.dh + rows.begin * n.H;
   if constexpr (std::is_same_v<T, float>)
-    if (pk)
-      return pk->gru_backward(dit, dht, a.scratch.dh, dyt, gt, hp, at, c.r, u0, w, n.rows(t), n.H);
-  for (int b = 0; b < n.rows(t); ++b) {
+    if (pk) return pk->gru_backward(dit, dht, dh, dyt, gt, hp, at, c.r, u0, w, M, n.H);
+  for (int b = 0; b < M; ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *rr = gt + b * H3 + c.r, *zz = gt + b * H3 + c.z, *nn = gt + b * H3 + c.n;
     const T *hpb = hp + o, *ab = at + o, *dyb = has_dy ? dyt + o : nullptr;
-    T *dhb = a.scratch.dh + o;
+    T *dhb = dh + o;
     T *dir = dit + b * H3 + c.r, *diz = dit + b * H3 + c.z, *din = dit + b * H3 + c.n;
     T *dhr = dht + b * H3 + c.r, *dhz = dht + b * H3 + c.z, *dhn = dht + b * H3 + c.n;
 #pragma omp simd
@@ -114,23 +119,31 @@ void gru_reset_after_forward(const GruForwardArgs<T> &a) {
   if (empty_sequence(n)) return;
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
-  const PackArena<T> arena(n.H, G * n.H, nt);  // h W_hh^T for all three gates
-  const PackArena<T> in_arena = input_arena<T>(n.D, G * n.H, nt, a.ids != nullptr);  // x W_ih^T
+  const bool one_hot = a.ids != nullptr;
+  const int groups =
+      row_groups(n, G, nt, packed_rows<T>(one_hot || input_side_packed(n.D, G * n.H)));
+  const PackArena<T> arena(n.H, groups * G * n.H, nt);  // h W_hh^T for all three gates
+  const PackArena<T> in_arena = input_arena<T>(n.D, groups * G * n.H, nt, one_hot);  // x W_ih^T
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
-    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p);
+    const ThreadSlice s = grid_slice(n, groups);
+    const int base = s.group * G * n.H;  // its row group's packed copies
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, G * s.j0, G * s.j1, s.p, base);
     // Input projection, this thread's gate columns, a chunk ahead.
     InputProjection<T> in(a.gates, G * n.H, a.x, a.ids, a.w_ih, n.D, G * s.j0, G * s.j1, in_arena,
-                          s.p, n);
+                          s.p, n, nullptr, {s.r0, s.r1}, base);
     for (int t = 0; t < n.steps(); ++t) {
       in.before(t);
-      const T *hp = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H) h_{t-1}
-      // Each tile of the product (gh = h_{t-1} W_hh^T), then its units' update.
-      fused_step(rec, a.gh, G * n.H, hp, n.H, n.rows(t), false, g3, G * kUnitBlock, s,
-                 [&](int k, auto w) { forward_block(a, t, hp, k, w, pk); });
+      // This thread's rows of step t, and h_{t-1} of the same rows.
+      const Range r = s.rows(n, t);
+      const T *hp = (t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H) + r.begin * n.H;  // (M,H)
+      // Each tile of the product (gh = h_{t-1} W_hh^T, its rows of gh), then its units' update.
+      fused_step(rec, a.gh + r.begin * G * n.H, G * n.H, hp, n.H, r.end - r.begin, false, g3,
+                 G * kUnitBlock, s, [&](int k, auto w) { forward_block(a, t, r, hp, k, w, pk); });
+      if (s.shared) {
 #pragma omp barrier
+      }
     }
   }
 }
@@ -153,43 +166,62 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   }
   const GateBlocks g3{n.H, G};
   const int nt = cell_threads(n, G);
-  const PackArena<T> arena(G * n.H, n.H, nt);  // d(gh) W_hh for this thread's units
+  const int groups = row_groups(n, G, nt, packed_rows<T>(true));
+  const PackArena<T> arena(G * n.H, groups * n.H, nt);  // d(gh) W_hh for this thread's units
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
-    const int j0 = s.j0, j1 = s.j1;
-    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p);
-    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, j0, j1);  // (N,H) for dW_hh
+    // The time loop's slice (rows and units: grid_slice), and the whole-sequence products' slice
+    // after it (units of every row): the same on one row group.
+    const ThreadSlice s = grid_slice(n, groups), u = thread_slice(n.H);
+    const int j0 = s.j0, j1 = s.j1, b1 = std::min(s.r1, n.B);
+    const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);
+    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
     // A row not active yet (lengths) keeps dh_n until its last step.
-    copy_or_zero_cols(dh, a.dh_n, n.B, n.H, j0, j1);
-    // b_hh's gradient (blocked order, this thread's gate columns) is summed step by step.
+    copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
+    // b_hh's gradient (blocked order, this thread's gate columns) is summed step by step; on
+    // several row groups after the loop in the same order, the same for every thread count.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
-    std::fill(s_bh + G * j0, s_bh + G * j1, T(0));
+    const bool bias_in_loop = groups == 1;
+    if (bias_in_loop) std::fill(s_bh + G * j0, s_bh + G * j1, T(0));
     for (int t = n.steps() - 1; t >= 0; --t) {
+      const Range r = s.rows(n, t);
       with_dy(a.dy, [&](auto has_dy) {
         for_unit_blocks(g3, s.k0, s.k1,
-                        [&](int k, auto w) { backward_block(a, t, k, w, has_dy, pk); });
+                        [&](int k, auto w) { backward_block(a, t, r, k, w, has_dy, pk); });
       });
-      add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, G * j0, G * j1);
+      if (bias_in_loop) add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, G * j0, G * j1);
+      if (s.shared) {
 #pragma omp barrier
-      // dh_{t-1}[:, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: needs every column.
-      rec.run(dh, n.H, dgh + n.at(t) * H3, G * n.H, n.rows(t), true);
+      }
+      // dh_{t-1}[rows, j0:j1] += d(recurrent pre-activations) W_hh[:, j0:j1]: every column.
+      rec.run(dh + r.begin * n.H, n.H, dgh + (n.at(t) + r.begin) * H3, G * n.H, r.end - r.begin,
+              true);
     }
-    copy_or_zero_cols<T>(g.dh0, dh, n.B, n.H, j0, j1);
+    copy_or_zero_block<T>(g.dh0, dh, s.r0, b1, n.H, j0, j1);
+    // Every row of dgi and dgh is read from here on.
+    if (!s.shared) {
+#pragma omp barrier
+    }
     // Whole-sequence weight gradients of this thread's units, blocked into the scratch, then
     // put back in PyTorch's row order.
-    if (j1 > j0) {
+    if (u.j1 > u.j0) {
+      const int c0 = G * u.j0, c1 = G * u.j1;
+      if (!bias_in_loop) {
+        std::fill(s_bh + c0, s_bh + c1, T(0));
+        for (int t = n.steps() - 1; t >= 0; --t)
+          add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, c0, c1);
+      }
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
-                               a.scratch.dw_onehot, n, j0, j1);
-      gemm_rows<T>(G * j0, G * j1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
-      unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, j0, j1);
-      unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, j0, j1);
+                               a.scratch.dw_onehot, n, u.j0, u.j1);
+      gemm_rows<T>(c0, c1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+      unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, u.j0, u.j1);
+      unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, u.j0, u.j1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
-    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, s, w_ih_copies);
+    input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, u, w_ih_copies);
   }
 }
 

@@ -121,8 +121,7 @@ void lstm_forward(const LstmForwardArgs<T> &a) {
   const GateBlocks gb{n.H, G};
   const int nt = cell_threads(n, G);
   const bool one_hot = a.ids != nullptr, streams = a.stream_in || a.stream_out;
-  const bool packed = std::is_same_v<T, float> && gemm_path() != GemmPath::Blas &&
-                      (one_hot || input_side_packed(n.D, G * n.H));
+  const bool packed = packed_rows<T>(one_hot || input_side_packed(n.D, G * n.H));
   const int groups = streams ? 1 : row_groups(n, G, nt, packed);
   const PackArena<T> arena(n.H, groups * G * n.H, nt);
   const PackArena<T> in_arena = input_arena<T>(n.D, groups * G * n.H, nt, one_hot);
@@ -184,8 +183,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const T *c_states = a.fwd.c_states, *gates = a.fwd.gates;
   const int nt = cell_threads(n, G), N = n.N();
   const bool streams = a.stream_in || a.stream_out;
-  const int groups =
-      streams ? 1 : row_groups(n, G, nt, std::is_same_v<T, float> && gemm_path() != GemmPath::Blas);
+  const int groups = streams ? 1 : row_groups(n, G, nt, packed_rows<T>(true));
   const PackArena<T> arena(G * n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;

@@ -11,9 +11,10 @@
 // Threading: one OpenMP region around the whole time loop. Thread p owns hidden units
 // [j0, j1) (a column slice, 16-aligned): it computes those columns of the input projection, of
 // every step's recurrent product and of the pointwise update, so the only synchronisation is
-// one barrier per step (the next step's GEMM reads every column of h). Each element is always
-// computed by a full-length BLAS dot product in the same order, so results do not depend on
-// the thread count.
+// one barrier per step (the next step's GEMM reads every column of h). Where the batch allows
+// (common/sequence.h row_groups) groups of threads own batch rows instead, and with one thread
+// a group the loop has no barrier. Each element is always computed by a full-length dot product
+// in the same order, so results do not depend on the thread count.
 #include "cells/rnn.h"
 
 #include <omp.h>
@@ -106,27 +107,37 @@ void rnn_forward(const RnnForwardArgs<T> &a) {
   const SeqSizes n = a.n;
   if (empty_sequence(n)) return;
   const int nt = cell_threads(n, 1);
-  const PackArena<T> arena(n.H, n.H, nt);
-  const PackArena<T> in_arena = input_arena<T>(n.D, n.H, nt, a.ids != nullptr);
+  const bool one_hot = a.ids != nullptr;
+  const int groups = row_groups(n, 1, nt, packed_rows<T>(one_hot || input_side_packed(n.D, n.H)));
+  const PackArena<T> arena(n.H, groups * n.H, nt);
+  const PackArena<T> in_arena = input_arena<T>(n.D, groups * n.H, nt, one_hot);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
-    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p);  // h W_hh^T
+    const ThreadSlice s = grid_slice(n, groups);
+    const int base = s.group * n.H;  // its row group's packed copies
+    const StepGemm<T> rec = arena.slice(a.w_hh, n.H, true, s.j0, s.j1, s.p, base);  // h W_hh^T
     // Input projection of the rows that run, this thread's columns, a chunk ahead:
     // hs[:, j0:j1] = x W_ih^T
-    InputProjection<T> in(a.hs, n.H, a.x, a.ids, a.w_ih, n.D, s.j0, s.j1, in_arena, s.p, n);
+    InputProjection<T> in(a.hs, n.H, a.x, a.ids, a.w_ih, n.D, s.j0, s.j1, in_arena, s.p, n, nullptr,
+                          {s.r0, s.r1}, base);
     for (int t = 0; t < n.steps(); ++t) {
       in.before(t);
-      const T *h_prev = t == 0 ? a.h0 : a.hs + n.at(t - 1) * n.H;  // (rows(t-1),H)
-      T *h = a.hs + n.at(t) * n.H;                                 // (rows(t),H)
+      // This thread's rows [r.begin, r.end) of step t, and the same rows of step t-1.
+      const Range r = s.rows(n, t);
+      const idx row = n.at(t) + r.begin, prev = t == 0 ? r.begin : n.at(t - 1) + r.begin;
+      const T *h_prev = (t == 0 ? a.h0 : a.hs) + prev * n.H;  // (M,H)
+      T *h = a.hs + row * n.H;                                // (M,H)
+      const int M = r.end - r.begin;
       // Each tile of the product (h += h_{t-1} W_hh^T), then its units' activation.
-      fused_step(rec, h, n.H, h_prev, n.H, n.rows(t), true, GateBlocks{n.H, 1}, kUnitBlock, s,
+      fused_step(rec, h, n.H, h_prev, n.H, M, true, GateBlocks{n.H, 1}, kUnitBlock, s,
                  [&](int k, auto w) {
                    const int u0 = k * kUnitBlock;
-                   activate<T>(h, a.bias, a.act, n.rows(t), n.H, u0, u0 + int(w), pk);
+                   activate<T>(h, a.bias, a.act, M, n.H, u0, u0 + int(w), pk);
                  });
+      if (s.shared) {
 #pragma omp barrier
+      }
     }
   }
 }
@@ -146,30 +157,45 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
   }
   T *dpre = a.scratch.dpre;  // (T,B,H), or (N,H) with lengths
   const int nt = cell_threads(n, 1), N = n.N(), Ts = n.steps();
-  const PackArena<T> arena(n.H, n.H, nt);
+  const int groups = row_groups(n, 1, nt, packed_rows<T>(true));
+  const PackArena<T> arena(n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(n.H, n.D, nt, ids != nullptr);
 #pragma omp parallel num_threads(nt)
   {
-    const ThreadSlice s = thread_slice(n.H);
+    // The time loop's slice (rows and units: grid_slice), and the whole-sequence products' slice
+    // after it (units of every row): the same on one row group.
+    const ThreadSlice s = grid_slice(n, groups), u = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
-    const StepGemm<T> rec = arena.slice(a.fwd.seq.w_hh, n.H, false, j0, j1, s.p);  // dpre W_hh
-    const T *h_prev = prev_states(a.scratch.h_prev, states, n, j0, j1);  // (N,H) for dW_hh
-    // Rows [r0, r1) of step dst's dh, whose last step is the one dst belongs to: dh_n.
+    const StepGemm<T> rec =
+        arena.slice(a.fwd.seq.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);  // dpre W_hh
+    const T *h_prev = prev_states(a.scratch.h_prev, states, n, u.j0, u.j1);   // (N,H) for dW_hh
+    // This thread's rows among rows [r0, r1) of step dst's dh, whose last step is the one dst
+    // belongs to: dh_n.
     auto dh_n_rows = [&](T *dst, int r0, int r1) {
-      copy_or_zero_cols(dst + static_cast<idx>(r0) * H, a.dh_n ? a.dh_n + r0 * H : nullptr, r1 - r0,
-                        n.H, j0, j1);
+      r0 = std::max(r0, s.r0), r1 = std::min(r1, s.r1);
+      if (r1 > r0) copy_or_zero_block(dst, a.dh_n, r0, r1, n.H, j0, j1);
     };
+    // This thread's rows of step t's dpre: (dy + dh) * act'(h) in place, units [u0, u1).
+    auto derivative = [&](int t, int u0, int u1) {
+      const Range r = s.rows(n, t);
+      const idx row = n.at(t) + r.begin;
+      activate_backward<T>(dpre + row * H, a.dy ? a.dy + row * H : nullptr, states + BH + row * H,
+                           a.act, r.end - r.begin, n.H, u0, u1);
+    };
+    // The bias gradient, this thread's units, summed step by step while each step is in cache;
+    // on several row groups after the loop in the same order, the same for every thread count.
+    const bool bias_in_loop = groups == 1 && g.db;
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
     T *last = dpre + n.at(Ts - 1) * H;  // (rows(Ts-1),H)
     dh_n_rows(last, 0, n.rows(Ts - 1));
-    activate_backward<T>(last, a.dy ? a.dy + n.at(Ts - 1) * H : nullptr,
-                         states + BH + n.at(Ts - 1) * H, a.act, n.rows(Ts - 1), n.H, j0, j1);
-    // The bias gradient, this thread's units, summed step by step while each step is in cache.
-    if (g.db) {
+    derivative(Ts - 1, j0, j1);
+    if (bias_in_loop) {
       std::fill(g.db + j0, g.db + j1, T(0));
       add_col_sums<T>(g.db, last, n.rows(Ts - 1), H, j0, j1);
     }
+    if (s.shared) {
 #pragma omp barrier
+    }
     for (int t = Ts - 1; t >= 0; --t) {
       // dh_{t-1} lands directly in dpre[t-1] (or dh0), then becomes dpre[t-1] in place; the
       // rows that end at step t-1 (or have length 0) start from dh_n.
@@ -177,24 +203,33 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       // The rows the product does not reach first, then each tile of the product followed by
       // its units' derivative (step t-1).
       dh_n_rows(g_prev, n.rows(t), t > 0 ? n.rows(t - 1) : n.B);
-      fused_step(rec, g_prev, n.H, dpre + n.at(t) * H, n.H, n.rows(t), false, GateBlocks{n.H, 1},
-                 kUnitBlock, s, [&](int k, auto w) {
-                   if (t == 0) return;
-                   const int u0 = k * kUnitBlock;
-                   activate_backward<T>(g_prev, a.dy ? a.dy + n.at(t - 1) * H : nullptr,
-                                        states + BH + n.at(t - 1) * H, a.act, n.rows(t - 1), n.H,
-                                        u0, u0 + int(w));
+      const Range r = s.rows(n, t);
+      fused_step(rec, g_prev + r.begin * H, n.H, dpre + (n.at(t) + r.begin) * H, n.H,
+                 r.end - r.begin, false, GateBlocks{n.H, 1}, kUnitBlock, s, [&](int k, auto w) {
+                   if (t > 0) derivative(t - 1, k * kUnitBlock, k * kUnitBlock + int(w));
                  });
-      if (t > 0 && g.db) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
+      if (t > 0 && bias_in_loop) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
+      if (s.shared) {
+#pragma omp barrier
+      }
+    }
+    // Every row of dpre is read from here on.
+    if (!s.shared) {
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
     //   dW_ih[j0:j1] = dpre[:, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, j0:j1]^T h_{t-1}.
-    if (j1 > j0) {
-      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, j0, j1, a.scratch.dw_onehot);
-      gemm_rows<T>(j0, j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
+    if (u.j1 > u.j0) {
+      if (g.db && !bias_in_loop) {
+        std::fill(g.db + u.j0, g.db + u.j1, T(0));
+        for (int t = Ts - 1; t >= 0; --t)
+          add_col_sums<T>(g.db, dpre + n.at(t) * H, n.rows(t), H, u.j0, u.j1);
+      }
+      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, u.j0, u.j1,
+                           a.scratch.dw_onehot);
+      gemm_rows<T>(u.j0, u.j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
     }
-    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, s, w_ih_copies);
+    input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, u, w_ih_copies);
   }
 }
 

@@ -244,6 +244,13 @@ inline int row_groups(SeqSizes n, int G, int nt, bool packed_kernel) {
   return 1;
 }
 
+// Whether a cell's products may run on row groups: float32 on the packed kernel, with its input
+// side (`input_packed`: W_ih packed too, or one-hot) not on OpenBLAS either.
+template <typename T>
+bool packed_rows(bool input_packed) {
+  return std::is_same_v<T, float> && gemm_path() != GemmPath::Blas && input_packed;
+}
+
 // Batch rows [begin, end) of row group g of `groups`: equal counts at full length; with lengths
 // equal shares of the rows that run (the longest rows come first, so the first group takes fewer
 // of them), so that no group waits at the end for another.

@@ -200,12 +200,14 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     const int b1 = std::min(s.r1, n.B);
     copy_or_zero_block(g.dc0, a.dc_n, s.r0, b1, n.H, j0, j1);
     copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
-    // The bias gradient (blocked order, this thread's gate columns) is summed step by step; on
-    // several row groups after the loop, in the same order (the steps from the last, the rows in
-    // order), so that it is the same for every thread count.
+    // The bias gradient (blocked order): each batch row's dgates summed over its steps (from
+    // the last) inside the loop, while they are in cache, then those row sums in row order
+    // after it. Each thread sums its own rows and units, and the order is that for every
+    // thread count and row grouping.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
-    const bool bias_in_loop = groups == 1;
-    if (bias_in_loop) std::fill(s_b + G * j0, s_b + G * j1, T(0));
+    T *db_rows = a.scratch.db_rows;  // (B,4H)
+    for (int b = s.r0; b < b1; ++b)
+      std::fill(db_rows + b * GH + G * j0, db_rows + b * GH + G * j1, T(0));
     // Block k of step t's pointwise backward, this thread's rows: dgates[t] and dc_{t-1} from
     // dh (+ dy) and dc.
     const T *dy = a.stream_in ? a.stream_in->template data<T>() : a.dy;
@@ -218,16 +220,20 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
       T *dgates_t = dgates + row * GH, *dc = g.dc0 + r.begin * H;
       const T *dh_t = dh + r.begin * H;
       const int M = r.end - r.begin;
+      bool done = false;
       if constexpr (std::is_same_v<T, float>)
         if (pk) {
           pk->lstm_backward(dgates_t, dc, dh_t, dy_t, gates_t, c_t, c_prev, gb.begin(k),
                             k * kUnitBlock, gb.width(k), M, n.H);
-          return;
+          done = true;
         }
-      with_dy(dy_t, [&](auto has_dy) {
-        lstm_cell_block_backward<T>(dgates_t, dc, dh_t, dy_t, gates_t, c_t, c_prev, gb, k, w,
-                                    has_dy, M, n.H);
-      });
+      if (!done)
+        with_dy(dy_t, [&](auto has_dy) {
+          lstm_cell_block_backward<T>(dgates_t, dc, dh_t, dy_t, gates_t, c_t, c_prev, gb, k, w,
+                                      has_dy, M, n.H);
+        });
+      add_rows<T>(db_rows + r.begin * GH + gb.begin(k), GH, dgates_t + gb.begin(k), GH, M,
+                  G * gb.width(k));
     };
     const int last = n.steps() - 1;
     // The wavefront (full length only): dy of step t is published once the layer above has
@@ -248,8 +254,6 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     };
     if (up) up->wait(n.steps() - last);
     for_unit_blocks(gb, s.k0, s.k1, [&](int k, auto w) { pointwise(last, k, w); });
-    if (bias_in_loop)
-      add_col_sums<T>(s_b, dgates + n.at(last) * GH, n.rows(last), GH, G * j0, G * j1);
     if (s.shared) {
 #pragma omp barrier
     }
@@ -264,8 +268,6 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
                    if (t > 0) pointwise(t - 1, k, w);
                  });
       if (t > 0) {
-        if (bias_in_loop)
-          add_col_sums<T>(s_b, dgates + n.at(t - 1) * GH, n.rows(t - 1), GH, G * j0, G * j1);
         if (s.shared) {
 #pragma omp barrier
         }
@@ -279,7 +281,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // Rows of length 0 (lengths): dh0 = dh_n.
     const int b0 = std::max(s.r0, n.rows(0));
     if (b1 > b0) copy_or_zero_block(g.dh0, dh, b0, b1, n.H, j0, j1);
-    // Every row of dgates is read from here on.
+    // Every row of dgates (and db_rows) is read from here on.
     if (!s.shared) {
 #pragma omp barrier
     }
@@ -287,11 +289,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // the blocked order into the scratch, then put back in PyTorch's order.
     if (u.j1 > u.j0) {
       const int c0 = G * u.j0, c1 = G * u.j1;
-      if (!bias_in_loop) {
-        std::fill(s_b + c0, s_b + c1, T(0));
-        for (int t = last; t >= 0; --t)
-          add_col_sums<T>(s_b, dgates + n.at(t) * GH, n.rows(t), GH, c0, c1);
-      }
+      col_sums<T>(s_b, db_rows, n.B, GH, c0, c1);
       input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
                            a.scratch.dw_onehot);
       gemm_rows<T>(c0, c1, true, false, n.H, N, dgates, G * n.H, h_prev, n.H, T(0), s_hh, n.H);

@@ -76,6 +76,7 @@ struct LstmScratch {
   T *dh;         // (B,H) the incoming dh of a step
   T *dw_onehot;  // (D,4H) one-hot input's dW_ih accumulator, else nullptr
   T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
+  T *db_rows;    // (B,4H) each batch row's sum of dgates over its steps (the bias gradient's)
 
   static LstmScratch carve(Carver &c, SeqSizes n, bool one_hot) {
     const std::size_t H4 = 4 * static_cast<std::size_t>(n.H);
@@ -83,8 +84,8 @@ struct LstmScratch {
     T *dw = c.take<T>(H4 * (n.D + n.H + 1));
     T *dh = c.take<T>(static_cast<std::size_t>(n.BH()));
     T *dw_onehot = one_hot ? c.take<T>(H4 * n.D) : nullptr;
-    return {dgates, dw, dh, dw_onehot,
-            n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr};
+    T *h_prev = n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr;
+    return {dgates, dw, dh, dw_onehot, h_prev, c.take<T>(static_cast<std::size_t>(n.B) * H4)};
   }
 };
 

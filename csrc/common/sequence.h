@@ -364,6 +364,17 @@ void add_col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
   }
 }
 
+// dst (rows x cols, leading dimension ldd) += src (leading dimension lds).
+template <typename T>
+void add_rows(T *dst, idx ldd, const T *src, idx lds, int rows, int cols) {
+  for (int i = 0; i < rows; ++i) {
+    T *d = dst + i * ldd;
+    const T *r = src + i * lds;
+#pragma omp simd
+    for (int c = 0; c < cols; ++c) d[c] += r[c];
+  }
+}
+
 // out[c0:c1] = column sums over `rows` rows of src (leading dimension ld): a bias gradient.
 template <typename T>
 void col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {

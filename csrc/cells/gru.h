@@ -77,6 +77,8 @@ struct GruScratch {
   T *drh;        // (B,H) d(r ⊙ h) (reset_after = false)
   T *dw_onehot;  // (D,3H) one-hot input's dW_ih accumulator, else nullptr
   T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
+  T *dbi_rows;   // (B,3H) each batch row's sum of dgi over its steps (db_ih's), dgi's layout
+  T *dbh_rows;   // (B,3H) the same for dgh (db_hh's), dgh's layout
 
   static GruScratch carve(Carver &c, SeqSizes n, bool one_hot) {
     const std::size_t H3 = 3 * static_cast<std::size_t>(n.H), BH = static_cast<std::size_t>(n.BH());
@@ -86,13 +88,11 @@ struct GruScratch {
     T *dh = c.take<T>(BH);
     T *drh = c.take<T>(BH);
     T *dw_onehot = one_hot ? c.take<T>(H3 * n.D) : nullptr;
-    return {dgi,
-            dgh,
-            dw,
-            dh,
-            drh,
-            dw_onehot,
-            n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr};
+    T *h_prev = n.order ? c.take<T>(static_cast<std::size_t>(n.TB()) * n.H) : nullptr;
+    T *dbi_rows = c.take<T>(static_cast<std::size_t>(n.B) * H3);
+    return {dgi,    dgh,      dw,
+            dh,     drh,      dw_onehot,
+            h_prev, dbi_rows, c.take<T>(static_cast<std::size_t>(n.B) * H3)};
   }
 };
 

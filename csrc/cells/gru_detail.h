@@ -25,15 +25,17 @@ inline BlockCols blocked_cols(GateBlocks g3, int k) {
   return {b, b + w, b + 2 * w};
 }
 
-// dW_ih and db_ih of this thread's units from dgi: computed in the blocked order into the
-// scratch (s_ih (3H,D), s_bi (3H)), then put back in PyTorch's row order.
+// dW_ih and db_ih of this thread's units from dgi (db_ih from dbi_rows, dgi's per-row sums over
+// the steps): computed in the blocked order into the scratch (s_ih (3H,D), s_bi (3H)), then put
+// back in PyTorch's row order.
 template <typename T>
-void input_side_grads(T *dw_ih, T *db_ih, T *s_ih, T *s_bi, const T *dgi, const T *x,
-                      const std::int32_t *ids, T *dw_onehot, SeqSizes n, int j0, int j1) {
+void input_side_grads(T *dw_ih, T *db_ih, T *s_ih, T *s_bi, const T *dgi, const T *dbi_rows,
+                      const T *x, const std::int32_t *ids, T *dw_onehot, SeqSizes n, int j0,
+                      int j1) {
   const GateBlocks g3{n.H, G};
   const idx H3 = static_cast<idx>(G) * n.H;
   input_weight_grad<T>(s_ih, dgi, G * n.H, x, ids, n.N(), n.D, G * n.H, G * j0, G * j1, dw_onehot);
-  col_sums<T>(s_bi, dgi, n.N(), H3, G * j0, G * j1);
+  col_sums<T>(s_bi, dbi_rows, n.B, H3, G * j0, G * j1);
   unblock_gate_rows<T>(dw_ih, s_ih, g3, n.D, j0, j1);
   unblock_gate_rows<T>(db_ih, s_bi, g3, 1, j0, j1);
 }

@@ -181,18 +181,26 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
     // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
-    // b_hh's gradient (blocked order, this thread's gate columns) is summed step by step; on
-    // several row groups after the loop in the same order, the same for every thread count.
+    // The bias gradients: each batch row's dgi and dgh summed over its steps (from the last)
+    // inside the loop, while they are in cache, then those row sums in row order after it; one
+    // order for every thread count and row grouping. Each thread sums its own rows and units.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
-    const bool bias_in_loop = groups == 1;
-    if (bias_in_loop) std::fill(s_bh + G * j0, s_bh + G * j1, T(0));
+    T *dbi_rows = a.scratch.dbi_rows, *dbh_rows = a.scratch.dbh_rows;  // (B,3H) each
+    zero_block(dbi_rows, H3, s.r0, b1, G * j0, G * j1);
+    zero_block(dbh_rows, H3, s.r0, b1, G * j0, G * j1);
     for (int t = n.steps() - 1; t >= 0; --t) {
       const Range r = s.rows(n, t);
+      const idx row = n.at(t) + r.begin;
       with_dy(a.dy, [&](auto has_dy) {
-        for_unit_blocks(g3, s.k0, s.k1,
-                        [&](int k, auto w) { backward_block(a, t, r, k, w, has_dy, pk); });
+        for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) {
+          backward_block(a, t, r, k, w, has_dy, pk);
+          const idx c = g3.begin(k);  // r, z, n of block k: the same columns in dgi and dgh
+          add_rows<T>(dbi_rows + r.begin * H3 + c, H3, a.scratch.dgi + row * H3 + c, H3,
+                      r.end - r.begin, G * g3.width(k));
+          add_rows<T>(dbh_rows + r.begin * H3 + c, H3, dgh + row * H3 + c, H3, r.end - r.begin,
+                      G * g3.width(k));
+        });
       });
-      if (bias_in_loop) add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, G * j0, G * j1);
       if (s.shared) {
 #pragma omp barrier
       }
@@ -201,7 +209,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
               true);
     }
     copy_or_zero_block<T>(g.dh0, dh, s.r0, b1, n.H, j0, j1);
-    // Every row of dgi and dgh is read from here on.
+    // Every row of dgi and dgh (and of the row sums) is read from here on.
     if (!s.shared) {
 #pragma omp barrier
     }
@@ -209,12 +217,8 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     // put back in PyTorch's row order.
     if (u.j1 > u.j0) {
       const int c0 = G * u.j0, c1 = G * u.j1;
-      if (!bias_in_loop) {
-        std::fill(s_bh + c0, s_bh + c1, T(0));
-        for (int t = n.steps() - 1; t >= 0; --t)
-          add_col_sums<T>(s_bh, dgh + n.at(t) * H3, n.rows(t), H3, c0, c1);
-      }
-      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
+      col_sums<T>(s_bh, dbh_rows, n.B, H3, c0, c1);
+      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, dbi_rows, f.x, f.ids,
                                a.scratch.dw_onehot, n, u.j0, u.j1);
       gemm_rows<T>(c0, c1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, u.j0, u.j1);

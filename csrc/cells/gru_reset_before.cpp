@@ -241,6 +241,14 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
     const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
     // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
+    // The bias gradients: each batch row's dgi and dgh summed over its steps (from the last)
+    // inside the loop, while they are in cache, then those row sums in row order after it; one
+    // order for every thread count and row grouping. Each thread sums its own rows and units:
+    // in dgi its blocked r, z, n columns, in dgh its blocked r, z columns and its plain n ones.
+    T *dbi_rows = a.scratch.dbi_rows, *dbh_rows = a.scratch.dbh_rows;  // (B,3H) each
+    zero_block(dbi_rows, H3, s.r0, b1, G * j0, G * j1);
+    zero_block(dbh_rows, H3, s.r0, b1, 2 * j0, 2 * j1);
+    zero_block(dbh_rows, H3, s.r0, b1, H2 + j0, H2 + j1);
     for (int t = n.steps() - 1; t >= 0; --t) {
       const Range r = s.rows(n, t);
       T *dht = dgh + (n.at(t) + r.begin) * H3;
@@ -254,7 +262,15 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       }
       // d(r ⊙ h) = d(n_pre) W_hn needs every unit's d(n_pre).
       rec_n.run(a.scratch.drh + r.begin * n.H, n.H, dht + H2, G * n.H, M, false);
-      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) { backward_r_block(a, t, r, k, w); });
+      for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) {
+        backward_r_block(a, t, r, k, w);
+        const idx row = n.at(t) + r.begin, wk = g3.width(k), ci = g3.begin(k), cr = g2.begin(k);
+        const idx cn = H2 + static_cast<idx>(k) * kUnitBlock;
+        const int M = r.end - r.begin;
+        add_rows<T>(dbi_rows + r.begin * H3 + ci, H3, a.scratch.dgi + row * H3 + ci, H3, M, 3 * wk);
+        add_rows<T>(dbh_rows + r.begin * H3 + cr, H3, dgh + row * H3 + cr, H3, M, 2 * wk);
+        add_rows<T>(dbh_rows + r.begin * H3 + cn, H3, dgh + row * H3 + cn, H3, M, wk);
+      });
       if (s.shared) {
 #pragma omp barrier
       }
@@ -262,7 +278,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       rec.run(dh + r.begin * n.H, n.H, dht, G * n.H, M, true);
     }
     copy_or_zero_block<T>(g.dh0, dh, s.r0, b1, n.H, j0, j1);
-    // Every row of dgi and dgh is read from here on.
+    // Every row of dgi and dgh (and of the row sums) is read from here on.
     if (!s.shared) {
 #pragma omp barrier
     }
@@ -271,15 +287,15 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
     if (u.j1 > u.j0) {
       const int k0 = u.j0, k1 = u.j1;
       T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
-      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, f.x, f.ids,
+      gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, dbi_rows, f.x, f.ids,
                                a.scratch.dw_onehot, n, k0, k1);
       gemm_rows<T>(2 * k0, 2 * k1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
-      col_sums<T>(s_bh, dgh, N, H3, 2 * k0, 2 * k1);
+      col_sums<T>(s_bh, dbh_rows, n.B, H3, 2 * k0, 2 * k1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g2, n.H, k0, k1);  // rows r, z
       unblock_gate_rows<T>(g.db_hh, s_bh, g2, 1, k0, k1);
       gemm_rows<T>(k0, k1, true, false, n.H, N, dgh + H2, G * n.H, a.fwd.aux, n.H, T(0),
                    g.dw_hh + H2 * n.H, n.H);  // rows n, from r ⊙ h
-      col_sums<T>(g.db_hh + H2, dgh + H2, N, H3, k0, k1);
+      col_sums<T>(g.db_hh + H2, dbh_rows + H2, n.B, H3, k0, k1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).
     input_grad_rows<T>(g.dx, a.scratch.dgi, G * n.H, f.w_ih, f.ids, N, n.D, u, w_ih_copies);

@@ -175,24 +175,25 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
       r0 = std::max(r0, s.r0), r1 = std::min(r1, s.r1);
       if (r1 > r0) copy_or_zero_block(dst, a.dh_n, r0, r1, n.H, j0, j1);
     };
+    // The bias gradient: each batch row's dpre summed over its steps (from the last) inside
+    // the loop, while they are in cache, then those row sums in row order after it; one order
+    // for every thread count and row grouping. Each thread sums its own rows and units.
+    T *db_rows = a.scratch.db_rows;  // (B,H)
+    if (g.db) zero_block(db_rows, H, s.r0, std::min(s.r1, n.B), j0, j1);
     // This thread's rows of step t's dpre: (dy + dh) * act'(h) in place, units [u0, u1).
     auto derivative = [&](int t, int u0, int u1) {
       const Range r = s.rows(n, t);
       const idx row = n.at(t) + r.begin;
       activate_backward<T>(dpre + row * H, a.dy ? a.dy + row * H : nullptr, states + BH + row * H,
                            a.act, r.end - r.begin, n.H, u0, u1);
+      if (g.db)
+        add_rows<T>(db_rows + r.begin * H + u0, H, dpre + row * H + u0, H, r.end - r.begin,
+                    u1 - u0);
     };
-    // The bias gradient, this thread's units, summed step by step while each step is in cache;
-    // on several row groups after the loop in the same order, the same for every thread count.
-    const bool bias_in_loop = groups == 1 && g.db;
     // Last step: dpre[T-1] = (dy[T-1] + dh_n) * act'(h_T).
     T *last = dpre + n.at(Ts - 1) * H;  // (rows(Ts-1),H)
     dh_n_rows(last, 0, n.rows(Ts - 1));
     derivative(Ts - 1, j0, j1);
-    if (bias_in_loop) {
-      std::fill(g.db + j0, g.db + j1, T(0));
-      add_col_sums<T>(g.db, last, n.rows(Ts - 1), H, j0, j1);
-    }
     if (s.shared) {
 #pragma omp barrier
     }
@@ -208,23 +209,18 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
                  r.end - r.begin, false, GateBlocks{n.H, 1}, kUnitBlock, s, [&](int k, auto w) {
                    if (t > 0) derivative(t - 1, k * kUnitBlock, k * kUnitBlock + int(w));
                  });
-      if (t > 0 && bias_in_loop) add_col_sums<T>(g.db, g_prev, n.rows(t - 1), H, j0, j1);
       if (s.shared) {
 #pragma omp barrier
       }
     }
-    // Every row of dpre is read from here on.
+    // Every row of dpre (and db_rows) is read from here on.
     if (!s.shared) {
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
     //   dW_ih[j0:j1] = dpre[:, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, j0:j1]^T h_{t-1}.
     if (u.j1 > u.j0) {
-      if (g.db && !bias_in_loop) {
-        std::fill(g.db + u.j0, g.db + u.j1, T(0));
-        for (int t = Ts - 1; t >= 0; --t)
-          add_col_sums<T>(g.db, dpre + n.at(t) * H, n.rows(t), H, u.j0, u.j1);
-      }
+      if (g.db) col_sums<T>(g.db, db_rows, n.B, H, u.j0, u.j1);
       input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, u.j0, u.j1,
                            a.scratch.dw_onehot);
       gemm_rows<T>(u.j0, u.j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);

@@ -72,12 +72,14 @@ struct RnnScratch {
   T *dpre;       // (T,B,H) gradient of the pre-activations
   T *dw_onehot;  // (D,H) one-hot input's dW_ih accumulator, else nullptr
   T *h_prev;     // (T,B,H) with lengths: h_{t-1} of the packed rows (prev_states), else nullptr
+  T *db_rows;    // (B,H) each batch row's sum of dpre over its steps (the bias gradient's)
 
   static RnnScratch carve(Carver &c, SeqSizes n, bool one_hot) {
     const std::size_t TBH = static_cast<std::size_t>(n.TB()) * n.H;
     T *dpre = c.take<T>(TBH);
     T *dw_onehot = one_hot ? c.take<T>(static_cast<std::size_t>(n.D) * n.H) : nullptr;
-    return {dpre, dw_onehot, n.order ? c.take<T>(TBH) : nullptr};
+    T *h_prev = n.order ? c.take<T>(TBH) : nullptr;
+    return {dpre, dw_onehot, h_prev, c.take<T>(static_cast<std::size_t>(n.BH()))};
   }
 };
 

@@ -364,6 +364,12 @@ void add_col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
   }
 }
 
+// Rows [r0, r1), columns [c0, c1) of buf (leading dimension ld) = 0.
+template <typename T>
+void zero_block(T *buf, idx ld, int r0, int r1, idx c0, idx c1) {
+  for (int r = r0; r < r1; ++r) std::fill(buf + r * ld + c0, buf + r * ld + c1, T(0));
+}
+
 // dst (rows x cols, leading dimension ldd) += src (leading dimension lds).
 template <typename T>
 void add_rows(T *dst, idx ldd, const T *src, idx lds, int rows, int cols) {

@@ -209,17 +209,76 @@ int packed_nr(GemmPath p) {
   return info(p).nr;
 }
 
+namespace {
+
+#ifdef RNNCORE_X86
+// dst[i * ldd + j] = src[j * lds + i] for an 8 x 8 block (AVX: unpack, shuffle, lane swap).
+__attribute__((target("avx2"))) void transpose8x8(const float *src, int lds, float *dst, int ldd) {
+  __m256 r[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + static_cast<idx>(i) * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    _mm256_storeu_ps(dst + static_cast<idx>(i) * ldd, _mm256_permute2f128_ps(u[i], u[i + 4], 0x20));
+    _mm256_storeu_ps(dst + static_cast<idx>(i + 4) * ldd,
+                     _mm256_permute2f128_ps(u[i], u[i + 4], 0x31));
+  }
+}
+#endif
+
+bool has_avx2() {
+#ifdef RNNCORE_X86
+  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
+  return yes;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+// Packing is paid once per call for every weight a call multiplies by (0.13 ms of a 2-layer
+// LSTM's 0.5 ms fixed cost per forward + backward at H = 128 when it was element by element):
+// rows are copied as plain loops (no memcpy call per 32 floats), and the transposing case goes
+// by 8 x 8 blocks.
 void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0, int n1, int NR) {
   const int N = n1 - n0;
+  const bool avx2 = has_avx2();
   for (int j0 = 0; j0 < N; j0 += NR) {
     const int nb = std::min(NR, N - j0);
     float *panel = dst + static_cast<idx>(j0) * K;  // K x NR
-    for (int k = 0; k < K; ++k) {
+    int k = 0;
+#ifdef RNNCORE_X86
+    if (trans && avx2)  // panel[k][j] = w[n0 + j0 + j][k], 8 x 8 at a time
+      for (; k + 8 <= K; k += 8) {
+        int j = 0;
+        for (; j + 8 <= nb; j += 8)
+          transpose8x8(w + static_cast<idx>(n0 + j0 + j) * ldw + k, ldw,
+                       panel + static_cast<idx>(k) * NR + j, NR);
+        for (int kk = k; kk < k + 8; ++kk) {
+          float *row = panel + static_cast<idx>(kk) * NR;
+          for (int jj = j; jj < nb; ++jj) row[jj] = w[static_cast<idx>(n0 + j0 + jj) * ldw + kk];
+          for (int jj = nb; jj < NR; ++jj) row[jj] = 0.0f;
+        }
+      }
+#endif
+    (void)avx2;
+    for (; k < K; ++k) {
       float *row = panel + static_cast<idx>(k) * NR;
-      if (trans)
+      if (trans) {
         for (int j = 0; j < nb; ++j) row[j] = w[static_cast<idx>(n0 + j0 + j) * ldw + k];
-      else
-        std::memcpy(row, w + static_cast<idx>(k) * ldw + n0 + j0, sizeof(float) * nb);
+      } else {
+        const float *src = w + static_cast<idx>(k) * ldw + n0 + j0;
+        for (int j = 0; j < nb; ++j) row[j] = src[j];
+      }
       for (int j = nb; j < NR; ++j) row[j] = 0.0f;
     }
   }

@@ -195,10 +195,11 @@ def test_recurrence_is_bitwise_independent_of_thread_count(cell, B):
             np.testing.assert_array_equal(a, b, err_msg=f"{name}, {n} threads")
 
 
+@pytest.mark.parametrize("path", ["portable", "avx2", "avx512"])
 @pytest.mark.parametrize("cell", KERNEL_CELLS, ids=str)
 @pytest.mark.parametrize("lengths", [False, True], ids=["full", "lengths"])
 @pytest.mark.parametrize("B", [16, 40, 50])
-def test_row_groups_change_no_bit(cell, B, lengths):
+def test_row_groups_change_no_bit(cell, B, lengths, path):
     """From B = 16 on 2 threads the time loop splits the batch rows instead of the hidden units
     (common/sequence.h row_groups: each thread runs all G*H gate columns of its own rows, with
     no barrier per step; 3 threads: three groups of rows from B = 24). Every element of a
@@ -207,10 +208,9 @@ def test_row_groups_change_no_bit(cell, B, lengths):
     the packed kernel: y, the states, dx, dh0 (dc0) and the bias gradients are bitwise the
     1-thread ones, with lengths too (the groups then split the row-steps, not the rows, evenly).
     dW_ih and dW_hh come from OpenBLAS on column slices whose shape follows the thread count: to
-    rounding."""
-    if rnncore.blas_info()["recurrent_kernel"] == "blas":
-        pytest.skip("float32 products go to OpenBLAS, whose rounding depends on the call's shape")
+    rounding. On every packed kernel path (a path this CPU lacks skips, with the reason)."""
     from test_kernels import make_args, make_upstream
+    from test_packed import gemm_path
 
     rng = np.random.default_rng(B)
     T, D, H = 13, 20, 72
@@ -221,10 +221,11 @@ def test_row_groups_change_no_bit(cell, B, lengths):
         kw["lengths"] = rng.integers(0, T + 1, B)
         kw["lengths"][:3] = [T, 0, 1]
     results = []
-    for n in (1, 2, 3):
-        with num_threads(n):
-            outs, cache = cell.forward(args, **kw)
-            results.append([*outs, *cell.backward(upstream, cache)])
+    with gemm_path(path):
+        for n in (1, 2, 3):
+            with num_threads(n):
+                outs, cache = cell.forward(args, **kw)
+                results.append([*outs, *cell.backward(upstream, cache)])
     names = cell.outputs + cell.grads
     for n, got in zip((2, 3), results[1:], strict=True):
         for name, a, b in zip(names, results[0], got, strict=True):

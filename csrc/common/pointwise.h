@@ -33,11 +33,12 @@ struct PointwiseKernels {
   // [base, base + 4w) (i, f, g, o, w each) and writes c, h (B,H) at units [j0, j0 + w).
   void (*lstm_forward)(float *gates, float *c, float *h, const float *c_prev, const float *bias,
                        std::ptrdiff_t base, int j0, int w, int B, int H);
-  // LSTM backward, one unit block: dgates (B,4H) from dh (+ dy, or nullptr) and dc; dc (B,H)
-  // becomes dc_{t-1} in place.
+  // LSTM backward, unit blocks [k0, k1) (16 units each, the last may be partial) of B rows, row
+  // by row: dgates (B,4H) from dh (+ dy, or nullptr) and dc; dc (B,H) becomes dc_{t-1} in
+  // place.
   void (*lstm_backward)(float *dgates, float *dc, const float *dh, const float *dy,
-                        const float *gates, const float *c, const float *c_prev,
-                        std::ptrdiff_t base, int j0, int w, int B, int H);
+                        const float *gates, const float *c, const float *c_prev, int k0, int k1,
+                        int B, int H);
   // GRU (reset after), one unit block: gi (B,3H) input-side pre-activations -> activated
   // r, z, n in place; gh (B,3H) the step's h W_hh^T; aux (B,H) = W_hn h + b_hn; h (B,H).
   // Gate columns of the block: r at cr, z at cr + w, n at cr + 2w, in gi, gh and the biases.

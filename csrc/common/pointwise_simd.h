@@ -98,36 +98,42 @@ void lstm_forward(float *gates, float *c, float *h, const float *c_prev, const f
     lstm_forward_rows<false>(gates, c, h, c_prev, bias, base, j0, w, B, H);
 }
 
+// One row of one unit block (width w, gates at blocked columns [base, base + 4w)).
 template <bool Full>
-void lstm_backward_rows(float *dgates, float *dc, const float *dh, const float *dy,
-                        const float *gates, const float *c, const float *c_prev, idx base, int j0,
-                        int w, int B, int H) {
+inline void lstm_backward_row(float *di, float *dcr, const float *dhr, const float *dyr,
+                              const float *pi, const float *cr, const float *cpr, int w) {
   const V one = set1(1.0f);
-  for (int b = 0; b < B; ++b) {
-    const idx go_ = static_cast<idx>(b) * 4 * H + base;
-    const float *pi = gates + go_;
-    float *di = dgates + go_;
-    const idx r = static_cast<idx>(b) * H + j0;
-    const V i = ld<Full>(pi, w), f = ld<Full>(pi + w, w);
-    const V g = ld<Full>(pi + 2 * w, w), o = ld<Full>(pi + 3 * w, w);
-    const V tc = tanh_v(ld<Full>(c + r, w));
-    V dht = ld<Full>(dh + r, w);
-    if (dy) dht = add(dht, ld<Full>(dy + r, w));
-    const V dct = fmadd(mul(dht, o), fnmadd(tc, tc, one), ld<Full>(dc + r, w));
-    st<Full>(di + 3 * w, mul(mul(mul(dht, tc), o), sub(one, o)), w);
-    st<Full>(di, mul(mul(mul(dct, g), i), sub(one, i)), w);
-    st<Full>(di + 2 * w, mul(mul(dct, i), fnmadd(g, g, one)), w);
-    st<Full>(di + w, mul(mul(mul(dct, ld<Full>(c_prev + r, w)), f), sub(one, f)), w);
-    st<Full>(dc + r, mul(dct, f), w);
-  }
+  const V i = ld<Full>(pi, w), f = ld<Full>(pi + w, w);
+  const V g = ld<Full>(pi + 2 * w, w), o = ld<Full>(pi + 3 * w, w);
+  const V tc = tanh_v(ld<Full>(cr, w));
+  V dht = ld<Full>(dhr, w);
+  if (dyr) dht = add(dht, ld<Full>(dyr, w));
+  const V dct = fmadd(mul(dht, o), fnmadd(tc, tc, one), ld<Full>(dcr, w));
+  st<Full>(di + 3 * w, mul(mul(mul(dht, tc), o), sub(one, o)), w);
+  st<Full>(di, mul(mul(mul(dct, g), i), sub(one, i)), w);
+  st<Full>(di + 2 * w, mul(mul(dct, i), fnmadd(g, g, one)), w);
+  st<Full>(di + w, mul(mul(mul(dct, ld<Full>(cpr, w)), f), sub(one, f)), w);
+  st<Full>(dcr, mul(dct, f), w);
 }
 
+// Unit blocks [k0, k1) of B rows, row by row: each row's gates are read front to back, as they
+// lie in memory (the forward wrote them a sequence earlier; block by block, 256-byte pieces of
+// rows 4H floats apart left the prefetchers behind).
 void lstm_backward(float *dgates, float *dc, const float *dh, const float *dy, const float *gates,
-                   const float *c, const float *c_prev, idx base, int j0, int w, int B, int H) {
-  if (w == 16)
-    lstm_backward_rows<true>(dgates, dc, dh, dy, gates, c, c_prev, base, j0, w, B, H);
-  else
-    lstm_backward_rows<false>(dgates, dc, dh, dy, gates, c, c_prev, base, j0, w, B, H);
+                   const float *c, const float *c_prev, int k0, int k1, int B, int H) {
+  for (int b = 0; b < B; ++b)
+    for (int k = k0; k < k1; ++k) {
+      const int j0 = 16 * k, w = H - j0 < 16 ? H - j0 : 16;
+      const idx go_ = static_cast<idx>(b) * 4 * H + static_cast<idx>(64) * k;
+      const idx r = static_cast<idx>(b) * H + j0;
+      const float *dyr = dy ? dy + r : nullptr;
+      if (w == 16)
+        lstm_backward_row<true>(dgates + go_, dc + r, dh + r, dyr, gates + go_, c + r, c_prev + r,
+                                w);
+      else
+        lstm_backward_row<false>(dgates + go_, dc + r, dh + r, dyr, gates + go_, c + r, c_prev + r,
+                                 w);
+    }
 }
 
 template <bool Full>

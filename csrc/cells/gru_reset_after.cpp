@@ -77,8 +77,7 @@ void forward_block(const GruForwardArgs<T> &a, int t, Range rows, const T *hp, i
 // to the pre-activation gradients of both sides; dh becomes the direct path's part of dh_{t-1}
 // (the rest comes from W_hh).
 template <typename T, typename W, typename HasDy>
-void backward_block(const GruBackwardArgs<T> &a, int t, Range rows, int k, W w, HasDy has_dy,
-                    const PointwiseKernels *pk) {
+void backward_block(const GruBackwardArgs<T> &a, int t, Range rows, int k, W w, HasDy has_dy) {
   const SeqSizes n = a.n;
   const idx BH = n.BH(), H3 = static_cast<idx>(G) * n.H, r0 = (n.at(t) + rows.begin) * n.H;
   const int u0 = k * kUnitBlock, M = rows.end - rows.begin;
@@ -89,8 +88,6 @@ void backward_block(const GruBackwardArgs<T> &a, int t, Range rows, int k, W w, 
   const T *dyt = has_dy ? a.dy + r0 : nullptr;
   T *dit = a.scratch.dgi + r0 * G, *dht = a.scratch.dgh + r0 * G;
   T *dh = a.scratch.dh + rows.begin * n.H;
-  if constexpr (std::is_same_v<T, float>)
-    if (pk) return pk->gru_backward(dit, dht, dh, dyt, gt, hp, at, c.r, u0, w, M, n.H);
   for (int b = 0; b < M; ++b) {
     const idx o = b * static_cast<idx>(n.H) + u0;
     const T *rr = gt + b * H3 + c.r, *zz = gt + b * H3 + c.z, *nn = gt + b * H3 + c.n;
@@ -109,6 +106,24 @@ void backward_block(const GruBackwardArgs<T> &a, int t, Range rows, int k, W w, 
       dhr[u] = dr, dhz[u] = dz, dhn[u] = dn * rr[u];
     }
   }
+}
+
+// The same for unit blocks [k0, k1) on a SIMD path (float32): row by row, each row's gates front
+// to back (common/pointwise.h). False where there is none (the caller runs backward_block).
+template <typename T>
+bool backward_rows(const GruBackwardArgs<T> &a, int t, Range rows, int k0, int k1,
+                   const PointwiseKernels *pk) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (!pk) return false;
+    const SeqSizes n = a.n;
+    const idx BH = n.BH(), r0 = (n.at(t) + rows.begin) * n.H;
+    const T *hp = a.fwd.seq.h_states + (t == 0 ? 0 : BH + n.at(t - 1) * n.H) + rows.begin * n.H;
+    pk->gru_backward(a.scratch.dgi + r0 * G, a.scratch.dgh + r0 * G,
+                     a.scratch.dh + rows.begin * n.H, a.dy ? a.dy + r0 : nullptr,
+                     a.fwd.gates + r0 * G, hp, a.fwd.aux + r0, k0, k1, rows.end - rows.begin, n.H);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -191,16 +206,16 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     for (int t = n.steps() - 1; t >= 0; --t) {
       const Range r = s.rows(n, t);
       const idx row = n.at(t) + r.begin;
-      with_dy(a.dy, [&](auto has_dy) {
-        for_unit_blocks(g3, s.k0, s.k1, [&](int k, auto w) {
-          backward_block(a, t, r, k, w, has_dy, pk);
-          const idx c = g3.begin(k);  // r, z, n of block k: the same columns in dgi and dgh
-          add_rows<T>(dbi_rows + r.begin * H3 + c, H3, a.scratch.dgi + row * H3 + c, H3,
-                      r.end - r.begin, G * g3.width(k));
-          add_rows<T>(dbh_rows + r.begin * H3 + c, H3, dgh + row * H3 + c, H3, r.end - r.begin,
-                      G * g3.width(k));
+      if (!backward_rows(a, t, r, s.k0, s.k1, pk))
+        with_dy(a.dy, [&](auto has_dy) {
+          for_unit_blocks(g3, s.k0, s.k1,
+                          [&](int k, auto w) { backward_block(a, t, r, k, w, has_dy); });
         });
-      });
+      // r, z, n of a unit sit at the same columns of dgi and dgh: the thread's [3*j0, 3*j1).
+      add_rows<T>(dbi_rows + r.begin * H3 + G * j0, H3, a.scratch.dgi + row * H3 + G * j0, H3,
+                  r.end - r.begin, G * (j1 - j0));
+      add_rows<T>(dbh_rows + r.begin * H3 + G * j0, H3, dgh + row * H3 + G * j0, H3,
+                  r.end - r.begin, G * (j1 - j0));
       if (s.shared) {
 #pragma omp barrier
       }

@@ -45,11 +45,10 @@ struct PointwiseKernels {
   void (*gru_forward)(float *gi, const float *gh, const float *h_prev, float *aux, float *h,
                       const float *b_ih, const float *b_hh, std::ptrdiff_t cr, int j0, int w, int B,
                       int H);
-  // GRU (reset after) backward, one unit block: from dh (+ dy) to dgi and dgh (B,3H); dh
-  // (B,H) becomes the direct path's part of dh_{t-1}.
+  // GRU (reset after) backward, unit blocks [k0, k1) of B rows, row by row: from dh (+ dy) to
+  // dgi and dgh (B,3H); dh (B,H) becomes the direct path's part of dh_{t-1}.
   void (*gru_backward)(float *dgi, float *dgh, float *dh, const float *dy, const float *gates,
-                       const float *h_prev, const float *aux, std::ptrdiff_t cr, int j0, int w,
-                       int B, int H);
+                       const float *h_prev, const float *aux, int k0, int k1, int B, int H);
   // GRU (reset before), the two activation passes of a step for one unit block. rz: r, z
   // activated in place in gi (at ci, ci + w) from gi + gh (r, z at ch, ch + w in gh) and the
   // biases at the same columns; aux (B,H) = r ⊙ h_prev. n: n = tanh(gi + b_in + gh + b_hn)

@@ -186,12 +186,24 @@ void gru_backward_rows(float *dgi, float *dgh, float *dh, const float *dy, const
   }
 }
 
+// Unit blocks [k0, k1) of B rows, row by row (each row's gates front to back, as the LSTM's).
 void gru_backward(float *dgi, float *dgh, float *dh, const float *dy, const float *gates,
-                  const float *h_prev, const float *aux, idx cr, int j0, int w, int B, int H) {
-  if (w == 16)
-    gru_backward_rows<true>(dgi, dgh, dh, dy, gates, h_prev, aux, cr, j0, w, B, H);
-  else
-    gru_backward_rows<false>(dgi, dgh, dh, dy, gates, h_prev, aux, cr, j0, w, B, H);
+                  const float *h_prev, const float *aux, int k0, int k1, int B, int H) {
+  const idx H3 = 3 * static_cast<idx>(H);
+  for (int b = 0; b < B; ++b) {
+    const idx g = b * H3, o = static_cast<idx>(b) * H;
+    const float *dyb = dy ? dy + o : nullptr;
+    for (int k = k0; k < k1; ++k) {
+      const int j0 = 16 * k, w = H - j0 < 16 ? H - j0 : 16;
+      const idx cr = static_cast<idx>(48) * k;
+      if (w == 16)
+        gru_backward_rows<true>(dgi + g, dgh + g, dh + o, dyb, gates + g, h_prev + o, aux + o, cr,
+                                j0, w, 1, H);
+      else
+        gru_backward_rows<false>(dgi + g, dgh + g, dh + o, dyb, gates + g, h_prev + o, aux + o, cr,
+                                 j0, w, 1, H);
+    }
+  }
 }
 
 template <bool Full>

@@ -321,17 +321,6 @@ void fused_step(const StepGemm<T> &rec, T *c, int ldc, const T *a, int lda, int 
   }
 }
 
-// Columns [j0, j1) of dst (B,H) = src, or zeros where src is nullptr: a thread's own units of an
-// incoming state gradient.
-template <typename T>
-void copy_or_zero_cols(T *dst, const T *src, int B, int H, int j0, int j1) {
-  for (int b = 0; b < B; ++b)
-    for (int j = j0; j < j1; ++j) {
-      const idx i = static_cast<idx>(b) * H + j;
-      dst[i] = src ? src[i] : T(0);
-    }
-}
-
 // Rows [b0, b1), columns [j0, j1) of dst (B,H) = src, or zeros where src is nullptr.
 template <typename T>
 void copy_or_zero_block(T *dst, const T *src, int b0, int b1, int H, int j0, int j1) {
@@ -351,17 +340,6 @@ inline void with_dy(const void *dy, F &&f) {
     f(std::true_type{});
   else
     f(std::false_type{});
-}
-
-// out[c0:c1] += column sums over `rows` rows of src (leading dimension ld): one step's share of
-// a bias gradient, summed inside the time loop while the step's rows are still in cache.
-template <typename T>
-void add_col_sums(T *out, const T *src, idx rows, idx ld, int c0, int c1) {
-  for (idx i = 0; i < rows; ++i) {
-    const T *row = src + i * ld;
-#pragma omp simd
-    for (int c = c0; c < c1; ++c) out[c] += row[c];
-  }
 }
 
 // Rows [r0, r1), columns [c0, c1) of buf (leading dimension ld) = 0.

@@ -206,8 +206,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // thread count and row grouping.
     T *s_ih = a.scratch.dw, *s_hh = s_ih + GH * n.D, *s_b = s_hh + GH * n.H;
     T *db_rows = a.scratch.db_rows;  // (B,4H)
-    for (int b = s.r0; b < b1; ++b)
-      std::fill(db_rows + b * GH + G * j0, db_rows + b * GH + G * j1, T(0));
+    zero_block(db_rows, GH, s.r0, b1, G * j0, G * j1);
     // Step t's pointwise backward, this thread's rows and units: dgates[t] and dc_{t-1} from
     // dh (+ dy) and dc. float32: row by row, each row's gates front to back (common/pointwise.h);
     // otherwise block by block. Then each row's dgates into its bias sums.

@@ -241,15 +241,6 @@ __attribute__((target("avx2"))) void transpose8x8(const float *src, int lds, flo
 }
 #endif
 
-bool has_avx2() {
-#ifdef RNNCORE_X86
-  static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("avx2"));
-  return yes;
-#else
-  return false;
-#endif
-}
-
 }  // namespace
 
 // Packing is paid once per call for every weight a call multiplies by (0.13 ms of a 2-layer
@@ -258,7 +249,7 @@ bool has_avx2() {
 // by 8 x 8 blocks.
 void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0, int n1, int NR) {
   const int N = n1 - n0;
-  const bool avx2 = has_avx2();
+  const bool avx2 = best_gemm_path() >= GemmPath::Avx2;  // the CPU has AVX2
   for (int j0 = 0; j0 < N; j0 += NR) {
     const int nb = std::min(NR, N - j0);
     float *panel = dst + static_cast<idx>(j0) * K;  // K x NR

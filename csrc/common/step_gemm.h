@@ -98,9 +98,6 @@ class PackArena {
     return StepGemm<T>(w, ldw, trans, K_, c0, c1, nullptr, GemmPath::Blas);
   }
 
-  // Whether the float32 products run on the packed micro-kernel.
-  bool packed() const { return path_ != GemmPath::Blas; }
-
  private:
   GemmPath path_;
   int nr_, K_;

@@ -184,6 +184,7 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const int groups = row_groups(n, G, nt, packed_rows<T>(true));
   const PackArena<T> arena(G * n.H, groups * n.H, nt);  // d(gh) W_hh for this thread's units
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
+  const WeightGradArena<T> wg(std::max(n.D, n.H), nt);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
@@ -234,8 +235,8 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
       const int c0 = G * u.j0, c1 = G * u.j1;
       col_sums<T>(s_bh, dbh_rows, n.B, H3, c0, c1);
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, dbi_rows, f.x, f.ids,
-                               a.scratch.dw_onehot, n, u.j0, u.j1);
-      gemm_rows<T>(c0, c1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+                               a.scratch.dw_onehot, n, u.j0, u.j1, wg, s.p);
+      weight_grads<T>(dgh, G * n.H, N, c0, c1, {{h_prev, n.H, s_hh}}, wg, s.p);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, u.j0, u.j1);
       unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, u.j0, u.j1);
     }

@@ -229,6 +229,7 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
   // d(gh_rz) W_rz (K = 2H) for this thread's units, and d(n_pre) W_hn; a copy per row group.
   const PackArena<T> arena(2 * n.H, groups * n.H, nt), arena_n(n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
+  const WeightGradArena<T> wg(std::max(n.D, n.H), nt);
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
   {
@@ -288,13 +289,13 @@ void gru_reset_before_backward(const GruBackwardArgs<T> &a) {
       const int k0 = u.j0, k1 = u.j1;
       T *s_ih = a.scratch.dw, *s_hh = s_ih + H3 * n.D, *s_bi = s_hh + H3 * n.H, *s_bh = s_bi + H3;
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, dbi_rows, f.x, f.ids,
-                               a.scratch.dw_onehot, n, k0, k1);
-      gemm_rows<T>(2 * k0, 2 * k1, true, false, n.H, N, dgh, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+                               a.scratch.dw_onehot, n, k0, k1, wg, s.p);
+      weight_grads<T>(dgh, G * n.H, N, 2 * k0, 2 * k1, {{h_prev, n.H, s_hh}}, wg, s.p);
       col_sums<T>(s_bh, dbh_rows, n.B, H3, 2 * k0, 2 * k1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g2, n.H, k0, k1);  // rows r, z
       unblock_gate_rows<T>(g.db_hh, s_bh, g2, 1, k0, k1);
-      gemm_rows<T>(k0, k1, true, false, n.H, N, dgh + H2, G * n.H, a.fwd.aux, n.H, T(0),
-                   g.dw_hh + H2 * n.H, n.H);  // rows n, from r ⊙ h
+      weight_grads<T>(dgh + H2, G * n.H, N, k0, k1, {{a.fwd.aux, n.H, g.dw_hh + H2 * n.H}}, wg,
+                      s.p);  // rows n, from r ⊙ h
       col_sums<T>(g.db_hh + H2, dbh_rows + H2, n.B, H3, k0, k1);
     }
     // dx = dgi W_ih (both blocked: the sum over gates does not care about their order).

@@ -186,6 +186,7 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const int groups = streams ? 1 : row_groups(n, G, nt, packed_rows<T>(true));
   const PackArena<T> arena(G * n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
+  const WeightGradArena<T> wg(n.D + n.H, nt);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -291,9 +292,8 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     if (u.j1 > u.j0) {
       const int c0 = G * u.j0, c1 = G * u.j1;
       col_sums<T>(s_b, db_rows, n.B, GH, c0, c1);
-      input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
-                           a.scratch.dw_onehot);
-      gemm_rows<T>(c0, c1, true, false, n.H, N, dgates, G * n.H, h_prev, n.H, T(0), s_hh, n.H);
+      weight_grads_ih_hh<T>(s_ih, s_hh, dgates, G * n.H, f.x, f.ids, h_prev, N, n.D, n.H, G * n.H,
+                            c0, c1, a.scratch.dw_onehot, wg, s.p);
       unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, u.j0, u.j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, u.j0, u.j1);
       unblock_gate_rows<T>(g.db, s_b, gb, 1, u.j0, u.j1);

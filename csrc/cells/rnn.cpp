@@ -160,6 +160,7 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
   const int groups = row_groups(n, 1, nt, packed_rows<T>(true));
   const PackArena<T> arena(n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(n.H, n.D, nt, ids != nullptr);
+  const WeightGradArena<T> wg(n.D + n.H, nt);
 #pragma omp parallel num_threads(nt)
   {
     // The time loop's slice (rows and units: grid_slice), and the whole-sequence products' slice
@@ -221,9 +222,8 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
     //   dW_ih[j0:j1] = dpre[:, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, j0:j1]^T h_{t-1}.
     if (u.j1 > u.j0) {
       if (g.db) col_sums<T>(g.db, db_rows, n.B, H, u.j0, u.j1);
-      input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, u.j0, u.j1,
-                           a.scratch.dw_onehot);
-      gemm_rows<T>(u.j0, u.j1, true, false, n.H, N, dpre, n.H, h_prev, n.H, T(0), g.dw_hh, n.H);
+      weight_grads_ih_hh<T>(g.dw_ih, g.dw_hh, dpre, n.H, x, ids, h_prev, N, n.D, n.H, n.H, u.j0,
+                            u.j1, a.scratch.dw_onehot, wg, s.p);
     }
     input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, u, w_ih_copies);
   }

@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
+#include <type_traits>
 
 #include "common/blas.h"
 #include "common/gates.h"
@@ -114,14 +116,66 @@ class InputProjection {
   int next_ = 0;  // the first step not projected yet
 };
 
+// A weight gradient's operand: dw (N, D) rows [c0, c1) = g[:, c0:c1]^T x, x (TB, D).
+template <typename T>
+struct GradPart {
+  const T *x;
+  int D;
+  T *dw;
+};
+
+// Scratch for weight_grads: one slice a thread, for operands of up to `total_d` columns in all
+// (two operands at most). Drawn from the current pool (common/workspace.h) like every other
+// workspace; empty where the products go to OpenBLAS.
+template <typename T>
+class WeightGradArena {
+ public:
+  WeightGradArena(int total_d, int threads)
+      : floats_(std::is_same_v<T, float> && has_weight_grad_kernel(gemm_path())
+                    ? weight_grad_scratch_floats(total_d, 2)
+                    : 0),
+        block_(floats_ * static_cast<std::size_t>(threads) * sizeof(float)) {}
+  float *slice(int p) const { return block_.as<float>() + floats_ * static_cast<std::size_t>(p); }
+  bool packed() const { return floats_ > 0; }
+
+ private:
+  std::size_t floats_;
+  Block block_;
+};
+
+// Rows [c0, c1) of each part's dw from g (TB, ldg), in one pass over g: float32 on a SIMD path
+// reads g in place and packs x by chunks into thread p's slice of `arena` (common/packed_gemm.h
+// weight_grad_packed: each element the same for any column split, so dW does not change with
+// the thread count); otherwise one OpenBLAS call per part.
+template <typename T>
+void weight_grads(const T *g, int ldg, int TB, int c0, int c1,
+                  std::initializer_list<GradPart<T>> parts, const WeightGradArena<T> &arena,
+                  int p) {
+  if (c1 <= c0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    if (arena.packed() && parts.size() <= 2) {
+      WeightGradOperand ops[2];
+      int n = 0;
+      for (const GradPart<T> &q : parts) ops[n++] = {q.x, q.D, q.dw};
+      weight_grad_packed(gemm_path(), g, ldg, TB, c0, c1, ops, n, arena.slice(p));
+      return;
+    }
+  }
+  (void)arena;
+  (void)p;
+  for (const GradPart<T> &q : parts)
+    gemm_rows<T>(c0, c1, true, false, q.D, TB, g, ldg, q.x, q.D, T(0), q.dw, q.D);
+}
+
 // Rows [c0, c1) of dW (N, D) (overwritten) from g (TB, ldg). One-hot input accumulates in
 // `scratch` (D, N: columns [c0, c1) are this thread's) and writes the transpose out.
 template <typename T>
 void input_weight_grad(T *dw, const T *g, int ldg, const T *x, const std::int32_t *ids, int TB,
-                       int D, int N, int c0, int c1, T *scratch) {
+                       int D, int N, int c0, int c1, T *scratch, const WeightGradArena<T> &arena,
+                       int p) {
   if (c1 <= c0) return;
   if (!ids) {
-    gemm_rows<T>(c0, c1, true, false, D, TB, g, ldg, x, D, T(0), dw, D);
+    weight_grads<T>(g, ldg, TB, c0, c1, {{x, D, dw}}, arena, p);
     return;
   }
   for (int d = 0; d < D; ++d)
@@ -136,6 +190,23 @@ void input_weight_grad(T *dw, const T *g, int ldg, const T *x, const std::int32_
   for (int c = c0; c < c1; ++c)
     for (int d = 0; d < D; ++d)
       dw[static_cast<std::ptrdiff_t>(c) * D + d] = scratch[static_cast<std::ptrdiff_t>(d) * N + c];
+}
+
+// Rows [c0, c1) of dW_ih (N, D) and dW_hh (N, H) (overwritten) from g (TB, ldg), the input x
+// and the previous states h_prev (TB, H): one pass over g for both where the input is dense.
+// One-hot input accumulates dW_ih in `scratch` (D, N: columns [c0, c1) are this thread's) and
+// writes the transpose out.
+template <typename T>
+void weight_grads_ih_hh(T *dw_ih, T *dw_hh, const T *g, int ldg, const T *x,
+                        const std::int32_t *ids, const T *h_prev, int TB, int D, int H, int N,
+                        int c0, int c1, T *scratch, const WeightGradArena<T> &arena, int p) {
+  if (c1 <= c0) return;
+  if (!ids) {
+    weight_grads<T>(g, ldg, TB, c0, c1, {{x, D, dw_ih}, {h_prev, H, dw_hh}}, arena, p);
+    return;
+  }
+  weight_grads<T>(g, ldg, TB, c0, c1, {{h_prev, H, dw_hh}}, arena, p);
+  input_weight_grad<T>(dw_ih, g, ldg, x, ids, TB, D, N, c0, c1, scratch, arena, p);
 }
 
 // W_ih (N = G*H, D) in PyTorch's row order -> the cell's layout: gate-blocked rows (the identity

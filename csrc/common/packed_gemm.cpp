@@ -44,24 +44,44 @@ void ukernel_portable(const float *a, int lda, const float *p, int K, float *c, 
 
 #ifdef RNNCORE_X86
 
+// Where A's element (m, k) lies: A row-major (M x K), or, for AT, A^T row-major (K x M), so that
+// C = A^T P reads a (K x M) matrix in place (the weight gradients, common/weight_grad.h).
+template <bool AT>
+inline idx a_index(int m, int k, int lda) {
+  return AT ? static_cast<idx>(k) * lda + m : static_cast<idx>(m) * lda + k;
+}
+
+// A transposed: each k reads MR floats of a new row of A^T (its rows are a whole gradient
+// row apart, 2 KB at 4H = 512), a line the hardware prefetchers do not fetch in time (perf: the
+// FMAs after the first broadcast of a row stalled). So the row kPrefetchRows ahead is asked
+// for in software, both lines its MR floats may span. Prefetching past the end is harmless.
+constexpr int kPrefetchRows = 10;
+template <int MR>
+inline void prefetch_row(const float *a, int k, int lda) {
+  const char *row = reinterpret_cast<const char *>(a + static_cast<idx>(k) * lda);
+  _mm_prefetch(row, _MM_HINT_T0);
+  _mm_prefetch(row + (MR - 1) * sizeof(float), _MM_HINT_T0);
+}
+
 // --- AVX2 + FMA: 6 x 16 ----------------------------------------------------------------------
 //
 // Every loop over the MR rows is unrolled (#pragma GCC unroll), the store-out included: if any
 // of them is left as a loop, GCC keeps the accumulator arrays in memory and stores all of them
 // on every k (measured: 10 stores per 12 FMAs, the kernel at a third of its speed).
 
-template <int MR>
+template <int MR, bool AT = false>
 __attribute__((target("avx2,fma"))) void ukernel_avx2(const float *a, int lda, const float *p,
                                                       int K, float *c, int ldc, int n, bool acc) {
   __m256 c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm256_setzero_ps();
   for (int k = 0; k < K; ++k) {
+    if constexpr (AT) prefetch_row<MR>(a, k + kPrefetchRows, lda);
     const __m256 b0 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16);
     const __m256 b1 = _mm256_loadu_ps(p + static_cast<idx>(k) * 16 + 8);
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
-      const __m256 am = _mm256_broadcast_ss(a + static_cast<idx>(m) * lda + k);
+      const __m256 am = _mm256_broadcast_ss(a + a_index<AT>(m, k, lda));
       c0[m] = _mm256_fmadd_ps(am, b0, c0[m]);
       c1[m] = _mm256_fmadd_ps(am, b1, c1[m]);
     }
@@ -94,18 +114,19 @@ __attribute__((target("avx2,fma"))) void ukernel_avx2(const float *a, int lda, c
 
 // --- AVX-512: 12 x 32 ------------------------------------------------------------------------
 
-template <int MR>
+template <int MR, bool AT = false>
 __attribute__((target("avx512f"))) void ukernel_avx512(const float *a, int lda, const float *p,
                                                        int K, float *c, int ldc, int n, bool acc) {
   __m512 c0[MR], c1[MR];
 #pragma GCC unroll 16
   for (int m = 0; m < MR; ++m) c0[m] = c1[m] = _mm512_setzero_ps();
   for (int k = 0; k < K; ++k) {
+    if constexpr (AT) prefetch_row<MR>(a, k + kPrefetchRows, lda);
     const __m512 b0 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32);
     const __m512 b1 = _mm512_loadu_ps(p + static_cast<idx>(k) * 32 + 16);
 #pragma GCC unroll 16
     for (int m = 0; m < MR; ++m) {
-      const __m512 am = _mm512_set1_ps(a[static_cast<idx>(m) * lda + k]);
+      const __m512 am = _mm512_set1_ps(a[a_index<AT>(m, k, lda)]);
       c0[m] = _mm512_fmadd_ps(am, b0, c0[m]);
       c1[m] = _mm512_fmadd_ps(am, b1, c1[m]);
     }
@@ -134,25 +155,33 @@ using Ukernel = void (*)(const float *, int, const float *, int, float *, int, i
 constexpr Ukernel kPortable[] = {nullptr, &ukernel_portable<1>, &ukernel_portable<2>,
                                  &ukernel_portable<3>, &ukernel_portable<4>};
 #ifdef RNNCORE_X86
-constexpr Ukernel kAvx2[] = {nullptr,          &ukernel_avx2<1>, &ukernel_avx2<2>, &ukernel_avx2<3>,
-                             &ukernel_avx2<4>, &ukernel_avx2<5>, &ukernel_avx2<6>};
+template <bool AT>
+constexpr Ukernel kAvx2[] = {nullptr,
+                             &ukernel_avx2<1, AT>,
+                             &ukernel_avx2<2, AT>,
+                             &ukernel_avx2<3, AT>,
+                             &ukernel_avx2<4, AT>,
+                             &ukernel_avx2<5, AT>,
+                             &ukernel_avx2<6, AT>};
+template <bool AT>
 constexpr Ukernel kAvx512[] = {nullptr,
-                               &ukernel_avx512<1>,
-                               &ukernel_avx512<2>,
-                               &ukernel_avx512<3>,
-                               &ukernel_avx512<4>,
-                               &ukernel_avx512<5>,
-                               &ukernel_avx512<6>,
-                               &ukernel_avx512<7>,
-                               &ukernel_avx512<8>,
-                               &ukernel_avx512<9>,
-                               &ukernel_avx512<10>,
-                               &ukernel_avx512<11>,
-                               &ukernel_avx512<12>};
+                               &ukernel_avx512<1, AT>,
+                               &ukernel_avx512<2, AT>,
+                               &ukernel_avx512<3, AT>,
+                               &ukernel_avx512<4, AT>,
+                               &ukernel_avx512<5, AT>,
+                               &ukernel_avx512<6, AT>,
+                               &ukernel_avx512<7, AT>,
+                               &ukernel_avx512<8, AT>,
+                               &ukernel_avx512<9, AT>,
+                               &ukernel_avx512<10, AT>,
+                               &ukernel_avx512<11, AT>,
+                               &ukernel_avx512<12, AT>};
 #endif
 
 struct PathInfo {
-  const Ukernel *table;
+  const Ukernel *table;  // A row-major
+  const Ukernel *at;     // A transposed (nullptr: the path has none)
   int mr, nr;
 };
 
@@ -160,12 +189,12 @@ PathInfo info(GemmPath p) {
   switch (p) {
 #ifdef RNNCORE_X86
     case GemmPath::Avx512:
-      return {kAvx512, 12, 32};
+      return {kAvx512<false>, kAvx512<true>, 12, 32};
     case GemmPath::Avx2:
-      return {kAvx2, 6, 16};
+      return {kAvx2<false>, kAvx2<true>, 6, 16};
 #endif
     default:
-      return {kPortable, 4, 16};
+      return {kPortable, nullptr, 4, 16};
   }
 }
 
@@ -282,10 +311,13 @@ void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0,
   }
 }
 
-void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, const float *packed,
-                 int M, int N, int K, bool accumulate) {
+namespace {
+
+// C (M x N) (+)= op(A) . P for the kernels of `table` (row-major A, or transposed: at).
+void run_packed(const PathInfo &pi, const Ukernel *table, bool at, float *c, int ldc,
+                const float *a, int lda, const float *packed, int M, int N, int K,
+                bool accumulate) {
   if (M <= 0 || N <= 0) return;
-  const PathInfo pi = info(path);
   if (K <= 0) {
     if (!accumulate)
       for (int m = 0; m < M; ++m)
@@ -308,10 +340,64 @@ void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, cons
       const int blocks = (m_end - mc + pi.mr - 1) / pi.mr;
       for (int b = 0, m0 = mc; b < blocks; ++b) {
         const int rows = (m_end - m0) / (blocks - b);
-        pi.table[rows](a + static_cast<idx>(m0) * lda, lda, panel, K,
-                       c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
+        table[rows](a + (at ? static_cast<idx>(m0) : static_cast<idx>(m0) * lda), lda, panel, K,
+                    c + static_cast<idx>(m0) * ldc + j0, ldc, nb, accumulate);
         m0 += rows;
       }
+    }
+  }
+}
+
+}  // namespace
+
+void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, const float *packed,
+                 int M, int N, int K, bool accumulate) {
+  const PathInfo pi = info(path);
+  run_packed(pi, pi.table, false, c, ldc, a, lda, packed, M, N, K, accumulate);
+}
+
+bool has_weight_grad_kernel(GemmPath path) {
+  return info(path).at != nullptr;
+}
+
+// Chunks of kWeightGradChunk rows of G and X. Every operand's panels of X's chunk are packed
+// once into `scratch` (in L2 while the chunk is used), then G's gate rows go by groups of 16
+// row blocks: a group's slice of G's chunk (256 x 192 floats at MR = 12, 192 KB) stays in L2
+// while each panel (256 x NR floats, 32 KB, in L1) passes over its row blocks. Each element of
+// dW is the sum over the chunks, in order, of one k-ordered dot product per chunk: the same for
+// any split of [c0, c1) between threads and on either SIMD path.
+void weight_grad_packed(GemmPath path, const float *g, int ldg, int K, int c0, int c1,
+                        const WeightGradOperand *ops, int nops, float *scratch) {
+  const PathInfo pi = info(path);
+  const int M = c1 - c0;
+  if (M <= 0) return;
+  if (K <= 0) {
+    for (int o = 0; o < nops; ++o)
+      std::fill(ops[o].dw + static_cast<idx>(c0) * ops[o].D,
+                ops[o].dw + static_cast<idx>(c1) * ops[o].D, 0.0f);
+    return;
+  }
+  const int group = 16 * pi.mr;
+  for (int k0 = 0; k0 < K; k0 += kWeightGradChunk) {
+    const int kk = std::min(kWeightGradChunk, K - k0);
+    float *packed[4];
+    float *next = scratch;
+    for (int o = 0; o < nops; ++o) {
+      packed[o] = next;
+      pack_panels(next, ops[o].x + static_cast<idx>(k0) * ops[o].D, ops[o].D, false, kk, 0,
+                  ops[o].D, pi.nr);
+      next += packed_floats(kk, ops[o].D, pi.nr);
+    }
+    float *a = next;  // kk x group
+    for (int m0 = 0; m0 < M; m0 += group) {
+      const int mb = std::min(group, M - m0);
+      const float *src = g + static_cast<idx>(k0) * ldg + c0 + m0;
+      for (int k = 0; k < kk; ++k)
+        std::memcpy(a + static_cast<idx>(k) * mb, src + static_cast<idx>(k) * ldg,
+                    static_cast<std::size_t>(mb) * sizeof(float));
+      for (int o = 0; o < nops; ++o)
+        run_packed(pi, pi.at, true, ops[o].dw + static_cast<idx>(c0 + m0) * ops[o].D, ops[o].D, a,
+                   mb, packed[o], mb, ops[o].D, kk, k0 > 0);
     }
   }
 }

@@ -43,4 +43,22 @@ void pack_panels(float *dst, const float *w, int ldw, bool trans, int K, int n0,
 void gemm_packed(GemmPath path, float *c, int ldc, const float *a, int lda, const float *packed,
                  int M, int N, int K, bool accumulate);
 
+// The weight gradients of a cell: dW[c0:c1, :] = G[:, c0:c1]^T X for each operand (at most 4),
+// G (K x ldg) and X (K x D) row-major, dW (rows, D) row-major (rows c0..c1 written). G is read
+// in place by a kernel that takes A transposed; X is packed chunk by chunk into `scratch`
+// (weight_grad_scratch_floats of the operands' total D). Only where has_weight_grad_kernel.
+struct WeightGradOperand {
+  const float *x;
+  int D;
+  float *dw;
+};
+constexpr int kWeightGradChunk = 256;
+inline std::size_t weight_grad_scratch_floats(int total_d, int operands) {
+  return static_cast<std::size_t>(kWeightGradChunk) *
+         static_cast<std::size_t>(total_d + 32 * operands + 16 * 12);
+}
+bool has_weight_grad_kernel(GemmPath path);
+void weight_grad_packed(GemmPath path, const float *g, int ldg, int K, int c0, int c1,
+                        const WeightGradOperand *ops, int nops, float *scratch);
+
 }  // namespace rnncore

@@ -31,11 +31,12 @@ inline BlockCols blocked_cols(GateBlocks g3, int k) {
 template <typename T>
 void input_side_grads(T *dw_ih, T *db_ih, T *s_ih, T *s_bi, const T *dgi, const T *dbi_rows,
                       const T *x, const std::int32_t *ids, T *dw_onehot, SeqSizes n, int j0, int j1,
-                      const WeightGradArena<T> &arena, int p) {
+                      const WeightGradArena<T> &arena, int p, bool dw_done = false) {
   const GateBlocks g3{n.H, G};
   const idx H3 = static_cast<idx>(G) * n.H;
-  input_weight_grad<T>(s_ih, dgi, G * n.H, x, ids, n.N(), n.D, G * n.H, G * j0, G * j1, dw_onehot,
-                       arena, p);
+  if (!dw_done)  // else summed by the row groups already
+    input_weight_grad<T>(s_ih, dgi, G * n.H, x, ids, n.N(), n.D, G * n.H, G * j0, G * j1, dw_onehot,
+                         arena, p);
   col_sums<T>(s_bi, dbi_rows, n.B, H3, G * j0, G * j1);
   unblock_gate_rows<T>(dw_ih, s_ih, g3, n.D, j0, j1);
   unblock_gate_rows<T>(db_ih, s_bi, g3, 1, j0, j1);

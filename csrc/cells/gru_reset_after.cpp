@@ -184,7 +184,13 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
   const int groups = row_groups(n, G, nt, packed_rows<T>(true));
   const PackArena<T> arena(G * n.H, groups * n.H, nt);  // d(gh) W_hh for this thread's units
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
-  const WeightGradArena<T> wg(std::max(n.D, n.H), nt);
+  const WeightGradArena<T> wg(n.D + n.H, nt);
+  // On row groups each group sums the weight gradients over its own rows (group_weight_grads),
+  // group 0 into the scratch itself, the others into `partials`, added after the loop.
+  const bool dense = f.ids == nullptr;
+  const int width = (dense ? n.D : 0) + n.H;
+  const bool own_rows = groups > 1 && wg.packed();
+  const Block partials(own_rows ? sizeof(T) * (groups - 1) * H3 * width : 0);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
   T *dh = a.scratch.dh, *dgh = a.scratch.dgh;
 #pragma omp parallel num_threads(nt)
@@ -194,7 +200,9 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     const ThreadSlice s = grid_slice(n, groups), u = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1, b1 = std::min(s.r1, n.B);
     const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);
-    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
+    const int ng = own_rows ? region_groups(groups) : 1;
+    // (N,H), dW_hh over all rows by columns
+    const T *h_prev = ng > 1 ? nullptr : prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);
     // A row not active yet (lengths) keeps dh_n until its last step.
     copy_or_zero_block(dh, a.dh_n, s.r0, b1, n.H, j0, j1);
     // The bias gradients: each batch row's dgi and dgh summed over its steps (from the last)
@@ -225,8 +233,15 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
               true);
     }
     copy_or_zero_block<T>(g.dh0, dh, s.r0, b1, n.H, j0, j1);
-    // Every row of dgi and dgh (and of the row sums) is read from here on.
-    if (!s.shared) {
+    if (ng > 1) {  // this group's share of dW_ih (dense) and dW_hh, its threads' columns
+      T *p_ih = s.group == 0 ? s_ih : partials.as<T>() + (s.group - 1) * H3 * width;
+      T *p_hh = s.group == 0 ? s_hh : p_ih + (dense ? H3 * n.D : 0);
+      group_weight_grads<T>(wg, s, n, G * j0, G * j1, G * n.H, a.scratch.dgi, f.x,
+                            dense ? p_ih : nullptr, dgh, f.h_states, p_hh);
+    }
+    // Every row of dgi and dgh (and of the row sums, and every group's share of dW) is read
+    // from here on.
+    if (!s.shared || ng > 1) {
 #pragma omp barrier
     }
     // Whole-sequence weight gradients of this thread's units, blocked into the scratch, then
@@ -234,9 +249,16 @@ void gru_reset_after_backward(const GruBackwardArgs<T> &a) {
     if (u.j1 > u.j0) {
       const int c0 = G * u.j0, c1 = G * u.j1;
       col_sums<T>(s_bh, dbh_rows, n.B, H3, c0, c1);
+      if (ng > 1) {
+        const T *parts = partials.as<T>();
+        if (dense) add_group_partials<T>(s_ih, parts, H3 * width, ng - 1, c0, c1, n.D);
+        add_group_partials<T>(s_hh, parts + (dense ? H3 * n.D : 0), H3 * width, ng - 1, c0, c1,
+                              n.H);
+      } else {
+        weight_grads<T>(dgh, G * n.H, N, c0, c1, {{h_prev, n.H, s_hh}}, wg, s.p);
+      }
       gru::input_side_grads<T>(g.dw_ih, g.db_ih, s_ih, s_bi, a.scratch.dgi, dbi_rows, f.x, f.ids,
-                               a.scratch.dw_onehot, n, u.j0, u.j1, wg, s.p);
-      weight_grads<T>(dgh, G * n.H, N, c0, c1, {{h_prev, n.H, s_hh}}, wg, s.p);
+                               a.scratch.dw_onehot, n, u.j0, u.j1, wg, s.p, ng > 1 && dense);
       unblock_gate_rows<T>(g.dw_hh, s_hh, g3, n.H, u.j0, u.j1);
       unblock_gate_rows<T>(g.db_hh, s_bh, g3, 1, u.j0, u.j1);
     }

@@ -187,6 +187,12 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
   const PackArena<T> arena(G * n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(G * n.H, n.D, nt, f.ids != nullptr);
   const WeightGradArena<T> wg(n.D + n.H, nt);
+  // On row groups each group sums the weight gradients over its own rows (RowGrads), group 0
+  // into the scratch itself, the others into `partials`, added after the loop.
+  const bool dense = f.ids == nullptr;
+  const int width = (dense ? n.D : 0) + n.H;
+  const bool own_rows = groups > 1 && wg.packed();
+  const Block partials(own_rows ? sizeof(T) * (groups - 1) * GH * width : 0);
   const PointwiseKernels *pk = std::is_same_v<T, float> ? pointwise_kernels() : nullptr;
 #pragma omp parallel num_threads(nt)
   {
@@ -195,7 +201,9 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     const ThreadSlice s = grid_slice(n, groups), u = thread_slice(n.H);
     const int j0 = s.j0, j1 = s.j1;
     const StepGemm<T> rec = arena.slice(f.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);
-    const T *h_prev = prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);  // (N,H), dW_hh
+    const int ng = own_rows ? region_groups(groups) : 1;
+    // (N,H), dW_hh over all rows by columns
+    const T *h_prev = ng > 1 ? nullptr : prev_states(a.scratch.h_prev, f.h_states, n, u.j0, u.j1);
     // dc runs in dc0 (each thread its own rows and units); dh holds the incoming dh of the step.
     // A row not active yet (lengths) keeps dh_n, dc_n until its last step.
     const int b1 = std::min(s.r1, n.B);
@@ -283,8 +291,14 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     // Rows of length 0 (lengths): dh0 = dh_n.
     const int b0 = std::max(s.r0, n.rows(0));
     if (b1 > b0) copy_or_zero_block(g.dh0, dh, b0, b1, n.H, j0, j1);
-    // Every row of dgates (and db_rows) is read from here on.
-    if (!s.shared) {
+    if (ng > 1) {  // this group's share of dW_ih (dense) and dW_hh, its threads' columns
+      T *p_ih = s.group == 0 ? s_ih : partials.as<T>() + (s.group - 1) * GH * width;
+      T *p_hh = s.group == 0 ? s_hh : p_ih + (dense ? GH * n.D : 0);
+      group_weight_grads<T>(wg, s, n, G * j0, G * j1, G * n.H, dgates, f.x, dense ? p_ih : nullptr,
+                            dgates, f.h_states, p_hh);
+    }
+    // Every row of dgates (and db_rows, and every group's share of dW) is read from here on.
+    if (!s.shared || ng > 1) {
 #pragma omp barrier
     }
     // Whole-sequence weight gradients for this thread's gate rows [4*j0, 4*j1), computed in
@@ -292,8 +306,18 @@ void lstm_backward(const LstmBackwardArgs<T> &a) {
     if (u.j1 > u.j0) {
       const int c0 = G * u.j0, c1 = G * u.j1;
       col_sums<T>(s_b, db_rows, n.B, GH, c0, c1);
-      weight_grads_ih_hh<T>(s_ih, s_hh, dgates, G * n.H, f.x, f.ids, h_prev, N, n.D, n.H, G * n.H,
-                            c0, c1, a.scratch.dw_onehot, wg, s.p);
+      if (ng > 1) {
+        const T *parts = partials.as<T>();
+        if (dense) add_group_partials<T>(s_ih, parts, GH * width, ng - 1, c0, c1, n.D);
+        add_group_partials<T>(s_hh, parts + (dense ? GH * n.D : 0), GH * width, ng - 1, c0, c1,
+                              n.H);
+        if (!dense)
+          input_weight_grad<T>(s_ih, dgates, G * n.H, f.x, f.ids, N, n.D, G * n.H, c0, c1,
+                               a.scratch.dw_onehot, wg, s.p);
+      } else {
+        weight_grads_ih_hh<T>(s_ih, s_hh, dgates, G * n.H, f.x, f.ids, h_prev, N, n.D, n.H, G * n.H,
+                              c0, c1, a.scratch.dw_onehot, wg, s.p);
+      }
       unblock_gate_rows<T>(g.dw_ih, s_ih, gb, n.D, u.j0, u.j1);
       unblock_gate_rows<T>(g.dw_hh, s_hh, gb, n.H, u.j0, u.j1);
       unblock_gate_rows<T>(g.db, s_b, gb, 1, u.j0, u.j1);

@@ -161,6 +161,12 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
   const PackArena<T> arena(n.H, groups * n.H, nt);
   const PackCopies<T> w_ih_copies = dx_copies<T>(n.H, n.D, nt, ids != nullptr);
   const WeightGradArena<T> wg(n.D + n.H, nt);
+  // On row groups each group sums the weight gradients over its own rows (group_weight_grads),
+  // group 0 into dW itself, the others into `partials`, added after the loop.
+  const bool dense = ids == nullptr;
+  const int width = (dense ? n.D : 0) + n.H;
+  const bool own_rows = groups > 1 && wg.packed();
+  const Block partials(own_rows ? sizeof(T) * (groups - 1) * H * width : 0);
 #pragma omp parallel num_threads(nt)
   {
     // The time loop's slice (rows and units: grid_slice), and the whole-sequence products' slice
@@ -169,7 +175,9 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
     const int j0 = s.j0, j1 = s.j1;
     const StepGemm<T> rec =
         arena.slice(a.fwd.seq.w_hh, n.H, false, j0, j1, s.p, s.group * n.H);  // dpre W_hh
-    const T *h_prev = prev_states(a.scratch.h_prev, states, n, u.j0, u.j1);   // (N,H) for dW_hh
+    const int ng = own_rows ? region_groups(groups) : 1;
+    // (N,H), dW_hh over all rows by columns
+    const T *h_prev = ng > 1 ? nullptr : prev_states(a.scratch.h_prev, states, n, u.j0, u.j1);
     // This thread's rows among rows [r0, r1) of step dst's dh, whose last step is the one dst
     // belongs to: dh_n.
     auto dh_n_rows = [&](T *dst, int r0, int r1) {
@@ -214,16 +222,32 @@ void rnn_backward(const RnnBackwardArgs<T> &a) {
 #pragma omp barrier
       }
     }
-    // Every row of dpre (and db_rows) is read from here on.
-    if (!s.shared) {
+    if (ng > 1) {  // this group's share of dW_ih (dense) and dW_hh, its threads' columns
+      T *p_ih = s.group == 0 ? g.dw_ih : partials.as<T>() + (s.group - 1) * H * width;
+      T *p_hh = s.group == 0 ? g.dw_hh : p_ih + (dense ? H * n.D : 0);
+      group_weight_grads<T>(wg, s, n, j0, j1, n.H, dpre, x, dense ? p_ih : nullptr, dpre, states,
+                            p_hh);
+    }
+    // Every row of dpre (and db_rows, and every group's share of dW) is read from here on.
+    if (!s.shared || ng > 1) {
 #pragma omp barrier
     }
     // Whole-sequence weight gradients, this thread's rows (= its hidden units):
     //   dW_ih[j0:j1] = dpre[:, j0:j1]^T x,  dW_hh[j0:j1] = dpre[:, j0:j1]^T h_{t-1}.
     if (u.j1 > u.j0) {
       if (g.db) col_sums<T>(g.db, db_rows, n.B, H, u.j0, u.j1);
-      weight_grads_ih_hh<T>(g.dw_ih, g.dw_hh, dpre, n.H, x, ids, h_prev, N, n.D, n.H, n.H, u.j0,
-                            u.j1, a.scratch.dw_onehot, wg, s.p);
+      if (ng > 1) {
+        const T *parts = partials.as<T>();
+        if (dense) add_group_partials<T>(g.dw_ih, parts, H * width, ng - 1, u.j0, u.j1, n.D);
+        add_group_partials<T>(g.dw_hh, parts + (dense ? H * n.D : 0), H * width, ng - 1, u.j0, u.j1,
+                              n.H);
+        if (!dense)
+          input_weight_grad<T>(g.dw_ih, dpre, n.H, x, ids, N, n.D, n.H, u.j0, u.j1,
+                               a.scratch.dw_onehot, wg, s.p);
+      } else {
+        weight_grads_ih_hh<T>(g.dw_ih, g.dw_hh, dpre, n.H, x, ids, h_prev, N, n.D, n.H, n.H, u.j0,
+                              u.j1, a.scratch.dw_onehot, wg, s.p);
+      }
     }
     input_grad_rows<T>(g.dx, dpre, n.H, w_ih, ids, N, n.D, u, w_ih_copies);
   }

@@ -19,6 +19,8 @@
 #include <initializer_list>
 #include <type_traits>
 
+#include <omp.h>
+
 #include "common/blas.h"
 #include "common/gates.h"
 #include "common/sequence.h"
@@ -142,6 +144,91 @@ class WeightGradArena {
   std::size_t floats_;
   Block block_;
 };
+
+// The row groups a region really has: grid_slice falls back to one group where OpenMP gave a
+// thread count that `groups` does not divide.
+inline int region_groups(int groups) {
+  return groups > 1 && omp_get_num_threads() % groups == 0 ? groups : 1;
+}
+
+// A weight-gradient operand over a thread's own rows: dw[c0:c1, :] = G[rows, c0:c1]^T X[rows]
+// (G's rows of leading dimension ldg, X's of D).
+template <typename T>
+struct RowOperand {
+  int c0, c1, ldg, D;
+  T *dw;
+};
+
+// The weight gradients over the rows a thread ran in the time loop, step by step (rows()),
+// on row groups (common/sequence.h row_groups): each group sums its own rows for every gate
+// column -- rows its threads wrote, still in their own caches, read in whole rows, and only
+// their x and h packed -- and the groups' partial sums are added after a barrier
+// (add_group_partials). The column split (weight_grads) made every thread read half of each
+// row of G, half of them written by another core, and pack every row of x and h. float32 on a
+// SIMD path only (common/packed_gemm.h RowWindow); inert otherwise.
+template <typename T>
+class RowGrads {
+ public:
+  RowGrads(const WeightGradArena<T> &, int, std::initializer_list<RowOperand<T>>) {}
+  void rows(std::initializer_list<const T *>, std::initializer_list<const T *>, int) {}
+  void finish() {}
+};
+
+template <>
+class RowGrads<float> {
+ public:
+  RowGrads(const WeightGradArena<float> &arena, int p,
+           std::initializer_list<RowOperand<float>> ops) {
+    WindowOperand w[RowWindow::kMaxOperands];
+    int n = 0;
+    for (const RowOperand<float> &o : ops)
+      if (n < RowWindow::kMaxOperands) w[n++] = {o.c0, o.c1, o.ldg, o.D, o.dw};
+    win_.open(gemm_path(), w, n, arena.slice(p));
+  }
+  // `count` consecutive rows: operand o's gradient rows at g[o], its X rows at x[o].
+  void rows(std::initializer_list<const float *> g, std::initializer_list<const float *> x,
+            int count) {
+    if (count > 0) win_.add(g.begin(), x.begin(), count);
+  }
+  void finish() { win_.finish(); }
+
+ private:
+  RowWindow win_;
+};
+
+// A row group's share of dW_ih (dense input: dw_ih != nullptr) and dW_hh over the rows of
+// slice s, gate columns [c0, c1) (RowGrads): dW_ih from g_ih and x, dW_hh from g_hh and the
+// previous states (h_states (T+1,B,H) as the forward kept them), both of leading dimension ldg.
+template <typename T>
+void group_weight_grads(const WeightGradArena<T> &arena, const ThreadSlice &s, SeqSizes n, int c0,
+                        int c1, int ldg, const T *g_ih, const T *x, T *dw_ih, const T *g_hh,
+                        const T *h_states, T *dw_hh) {
+  using List = std::initializer_list<RowOperand<T>>;
+  RowGrads<T> rg(arena, s.p,
+                 dw_ih ? List{{c0, c1, ldg, n.D, dw_ih}, {c0, c1, ldg, n.H, dw_hh}}
+                       : List{{c0, c1, ldg, n.H, dw_hh}});
+  for (int t = n.steps() - 1; t >= 0; --t) {
+    const Range r = s.rows(n, t);
+    const idx row = n.at(t) + r.begin, prev = t == 0 ? r.begin : n.at(t - 1) + r.begin;
+    const T *h_rows = h_states + (t == 0 ? 0 : n.BH()) + prev * n.H;  // h_{t-1} of the rows
+    if (dw_ih)
+      rg.rows({g_ih + row * ldg, g_hh + row * ldg}, {x + row * n.D, h_rows}, r.end - r.begin);
+    else
+      rg.rows({g_hh + row * ldg}, {h_rows}, r.end - r.begin);
+  }
+  rg.finish();
+}
+
+// dst[c0:c1, :] += each of `parts` partial sums (each laid out as dst, `stride` floats apart):
+// the row groups' shares of a weight gradient, added in group order.
+template <typename T>
+void add_group_partials(T *dst, const T *parts, idx stride, int nparts, int c0, int c1, int D) {
+  for (int g = 0; g < nparts; ++g) {
+    const T *src = parts + stride * g;
+#pragma omp simd
+    for (idx i = static_cast<idx>(c0) * D; i < static_cast<idx>(c1) * D; ++i) dst[i] += src[i];
+  }
+}
 
 // Rows [c0, c1) of each part's dw from g (TB, ldg), in one pass over g: float32 on a SIMD path
 // reads g in place and packs x by chunks into thread p's slice of `arena` (common/packed_gemm.h

@@ -360,46 +360,101 @@ bool has_weight_grad_kernel(GemmPath path) {
   return info(path).at != nullptr;
 }
 
-// Chunks of kWeightGradChunk rows of G and X. Every operand's panels of X's chunk are packed
-// once into `scratch` (in L2 while the chunk is used), then G's gate rows go by groups of 16
-// row blocks: a group's slice of G's chunk (256 x 192 floats at MR = 12, 192 KB) stays in L2
-// while each panel (256 x NR floats, 32 KB, in L1) passes over its row blocks. Each element of
-// dW is the sum over the chunks, in order, of one k-ordered dot product per chunk: the same for
-// any split of [c0, c1) between threads and on either SIMD path.
-void weight_grad_packed(GemmPath path, const float *g, int ldg, int K, int c0, int c1,
-                        const WeightGradOperand *ops, int nops, float *scratch) {
-  const PathInfo pi = info(path);
-  const int M = c1 - c0;
-  if (M <= 0) return;
-  if (K <= 0) {
-    for (int o = 0; o < nops; ++o)
-      std::fill(ops[o].dw + static_cast<idx>(c0) * ops[o].D,
-                ops[o].dw + static_cast<idx>(c1) * ops[o].D, 0.0f);
-    return;
+void RowWindow::open(GemmPath path, const WindowOperand *ops, int nops, float *scratch) {
+  path_ = path;
+  nops_ = std::min(nops, kMaxOperands);
+  scratch_ = scratch;
+  for (int o = 0; o < nops_; ++o) ops_[o] = ops[o];
+  nsegs_ = rows_ = 0;
+  started_ = false;
+}
+
+void RowWindow::add(const float *const *g, const float *const *x, int rows) {
+  for (int done = 0; done < rows;) {
+    if (rows_ == kWeightGradChunk) flush();
+    const int take = std::min(rows - done, kWeightGradChunk - rows_);
+    Segment &sg = segs_[nsegs_++];
+    for (int o = 0; o < nops_; ++o) {
+      sg.g[o] = g[o] + static_cast<idx>(done) * ops_[o].ldg;
+      sg.x[o] = x[o] + static_cast<idx>(done) * ops_[o].D;
+    }
+    sg.rows = take;
+    rows_ += take;
+    done += take;
+  }
+}
+
+void RowWindow::finish() {
+  if (rows_ > 0) flush();
+  if (started_) return;
+  for (int o = 0; o < nops_; ++o) {  // no row at all: dW = 0
+    const WindowOperand &op = ops_[o];
+    std::fill(op.dw + static_cast<idx>(op.c0) * op.D, op.dw + static_cast<idx>(op.c1) * op.D, 0.0f);
+  }
+}
+
+// Every operand's panels of X's window rows are packed once (in L2 while the window is used);
+// then the gate columns go by groups of 16 row blocks of the kernel: the group's columns of G's
+// window rows are copied into a contiguous block (256 x 192 floats at MR = 12, 192 KB, in L2: in
+// place, rows a whole gradient row apart fell into a few cache sets) over which each panel
+// (256 x NR floats, 32 KB, in L1) passes. An operand that reads the same columns of the same G
+// as the one before it reuses the block.
+void RowWindow::flush() {
+  const PathInfo pi = info(path_);
+  const int K = rows_;
+  float *packed[kMaxOperands];
+  float *next = scratch_;
+  for (int o = 0; o < nops_; ++o) {
+    const WindowOperand &op = ops_[o];
+    packed[o] = next;
+    for (int j0 = 0; j0 < op.D; j0 += pi.nr) {
+      float *panel = next + static_cast<idx>(j0) * K;
+      for (int i = 0, r = 0; i < nsegs_; r += segs_[i].rows, ++i)
+        pack_panels(panel + static_cast<idx>(r) * pi.nr, segs_[i].x[o], op.D, false, segs_[i].rows,
+                    j0, std::min(op.D, j0 + pi.nr), pi.nr);
+    }
+    next += packed_floats(K, op.D, pi.nr);
+  }
+  bool shares[kMaxOperands] = {};
+  for (int o = 1; o < nops_; ++o) {
+    shares[o] = ops_[o].c0 == ops_[o - 1].c0 && ops_[o].c1 == ops_[o - 1].c1 &&
+                ops_[o].ldg == ops_[o - 1].ldg;
+    for (int i = 0; i < nsegs_ && shares[o]; ++i) shares[o] = segs_[i].g[o] == segs_[i].g[o - 1];
   }
   const int group = 16 * pi.mr;
-  for (int k0 = 0; k0 < K; k0 += kWeightGradChunk) {
-    const int kk = std::min(kWeightGradChunk, K - k0);
-    float *packed[4];
-    float *next = scratch;
-    for (int o = 0; o < nops; ++o) {
-      packed[o] = next;
-      pack_panels(next, ops[o].x + static_cast<idx>(k0) * ops[o].D, ops[o].D, false, kk, 0,
-                  ops[o].D, pi.nr);
-      next += packed_floats(kk, ops[o].D, pi.nr);
-    }
-    float *a = next;  // kk x group
-    for (int m0 = 0; m0 < M; m0 += group) {
-      const int mb = std::min(group, M - m0);
-      const float *src = g + static_cast<idx>(k0) * ldg + c0 + m0;
-      for (int k = 0; k < kk; ++k)
-        std::memcpy(a + static_cast<idx>(k) * mb, src + static_cast<idx>(k) * ldg,
-                    static_cast<std::size_t>(mb) * sizeof(float));
-      for (int o = 0; o < nops; ++o)
-        run_packed(pi, pi.at, true, ops[o].dw + static_cast<idx>(c0 + m0) * ops[o].D, ops[o].D, a,
-                   mb, packed[o], mb, ops[o].D, kk, k0 > 0);
+  int M = 0;
+  for (int o = 0; o < nops_; ++o) M = std::max(M, ops_[o].c1 - ops_[o].c0);
+  float *a = next;  // K x group
+  for (int m0 = 0; m0 < M; m0 += group) {
+    for (int o = 0; o < nops_; ++o) {
+      const WindowOperand &op = ops_[o];
+      const int mb = std::min(group, op.c1 - op.c0 - m0);
+      if (mb <= 0) continue;
+      if (!shares[o])
+        for (int i = 0, r = 0; i < nsegs_; r += segs_[i].rows, ++i)
+          for (int k = 0; k < segs_[i].rows; ++k)
+            std::memcpy(a + static_cast<idx>(r + k) * mb,
+                        segs_[i].g[o] + static_cast<idx>(k) * op.ldg + op.c0 + m0,
+                        static_cast<std::size_t>(mb) * sizeof(float));
+      run_packed(pi, pi.at, true, op.dw + static_cast<idx>(op.c0 + m0) * op.D, op.D, a, mb,
+                 packed[o], mb, op.D, K, started_);
     }
   }
+  started_ = true;
+  nsegs_ = rows_ = 0;
+}
+
+void weight_grad_packed(GemmPath path, const float *g, int ldg, int K, int c0, int c1,
+                        const WeightGradOperand *ops, int nops, float *scratch) {
+  if (c1 <= c0) return;
+  WindowOperand w[RowWindow::kMaxOperands];
+  nops = std::min(nops, RowWindow::kMaxOperands);
+  for (int o = 0; o < nops; ++o) w[o] = {c0, c1, ldg, ops[o].D, ops[o].dw};
+  RowWindow win(path, w, nops, scratch);
+  const float *gs[RowWindow::kMaxOperands], *xs[RowWindow::kMaxOperands];
+  for (int o = 0; o < nops; ++o) gs[o] = g, xs[o] = ops[o].x;
+  win.add(gs, xs, K);
+  win.finish();
 }
 
 }  // namespace rnncore

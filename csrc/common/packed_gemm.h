@@ -61,4 +61,41 @@ bool has_weight_grad_kernel(GemmPath path);
 void weight_grad_packed(GemmPath path, const float *g, int ldg, int K, int c0, int c1,
                         const WeightGradOperand *ops, int nops, float *scratch);
 
+// The same products over rows that come in runs (a cell's rows of each step):
+//   dw_o[c0_o:c1_o, :] = sum over the rows added of G_o[row, c0_o:c1_o]^T X_o[row, :]
+// for each operand o (at most kMaxOperands). add() takes a run of consecutive rows (G_o's at
+// g[o], leading dimension ldg_o; X_o's at x[o], leading dimension D_o); every kWeightGradChunk
+// rows the window is multiplied out into dw (the first window overwrites it); finish() does the
+// rest (dw = 0 if no row came). Each element is the sum over the windows, in order, of one
+// k-ordered dot product per window: it depends on the rows and their order, not on the columns.
+struct WindowOperand {
+  int c0, c1, ldg, D;
+  float *dw;
+};
+class RowWindow {
+ public:
+  static constexpr int kMaxOperands = 2;
+  RowWindow() = default;
+  RowWindow(GemmPath path, const WindowOperand *ops, int nops, float *scratch) {
+    open(path, ops, nops, scratch);
+  }
+  void open(GemmPath path, const WindowOperand *ops, int nops, float *scratch);
+  void add(const float *const *g, const float *const *x, int rows);
+  void finish();
+
+ private:
+  void flush();
+  struct Segment {
+    const float *g[kMaxOperands], *x[kMaxOperands];
+    int rows;
+  };
+  GemmPath path_ = GemmPath::Blas;
+  WindowOperand ops_[kMaxOperands] = {};
+  int nops_ = 0;
+  float *scratch_ = nullptr;
+  Segment segs_[kWeightGradChunk];
+  int nsegs_ = 0, rows_ = 0;
+  bool started_ = false;
+};
+
 }  // namespace rnncore

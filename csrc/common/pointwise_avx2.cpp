@@ -71,16 +71,8 @@ inline V min_v(V a, V b) {
 inline Mask lt(V a, V b) {
   return {_mm256_cmp_ps(a.lo, b.lo, _CMP_LT_OQ), _mm256_cmp_ps(a.hi, b.hi, _CMP_LT_OQ)};
 }
-inline Mask ge(V a, V b) {
-  return {_mm256_cmp_ps(a.lo, b.lo, _CMP_GE_OQ), _mm256_cmp_ps(a.hi, b.hi, _CMP_GE_OQ)};
-}
 inline V select(Mask m, V a, V b) {
   return RNNCORE_V2(_mm256_blendv_ps(b.lo, a.lo, m.lo), _mm256_blendv_ps(b.hi, a.hi, m.hi));
-}
-inline V copysign_v(V r, V x) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  return RNNCORE_V2(_mm256_or_ps(_mm256_andnot_ps(sign, r.lo), _mm256_and_ps(sign, x.lo)),
-                    _mm256_or_ps(_mm256_andnot_ps(sign, r.hi), _mm256_and_ps(sign, x.hi)));
 }
 // rcpps has 1.5·2^-12 relative error: one Newton step leaves ~2^-22 (1/1 would come out as
 // 1 - 2^-24, so sigmoid(0) = 0.5 - 2^-25 and tanh(inf) < 1), a second one ~1 ulp.
@@ -99,6 +91,21 @@ inline __m256 pow2_bits1(__m256 t) {
 }
 inline V pow2_bits(V t) {
   return {pow2_bits1(t.lo), pow2_bits1(t.hi)};
+}
+inline V max_v(V a, V b) {
+  return RNNCORE_V2(_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi));  // b where NaN
+}
+inline V neg_abs(V a) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  return RNNCORE_V2(_mm256_or_ps(a.lo, sign), _mm256_or_ps(a.hi, sign));
+}
+inline V or_sign(V r, V x) {  // r | (x & sign)
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  return RNNCORE_V2(_mm256_or_ps(r.lo, _mm256_and_ps(sign, x.lo)),
+                    _mm256_or_ps(r.hi, _mm256_and_ps(sign, x.hi)));
+}
+inline V scale_or_zero(V p, V, V t, Mask zero) {  // p * 2^n (n in t's low bits), 0 where `zero`
+  return select(zero, set1(0.0f), mul(p, pow2_bits(t)));
 }
 #undef RNNCORE_V2
 

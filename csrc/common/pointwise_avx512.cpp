@@ -59,28 +59,32 @@ inline V min_v(V a, V b) {
 inline Mask lt(V a, V b) {
   return _mm512_cmp_ps_mask(a.v, b.v, _CMP_LT_OQ);
 }
-inline Mask ge(V a, V b) {
-  return _mm512_cmp_ps_mask(a.v, b.v, _CMP_GE_OQ);
-}
 inline V select(Mask m, V a, V b) {
   return {_mm512_mask_blend_ps(m, b.v, a.v)};
-}
-inline V copysign_v(V r, V x) {
-  const __m512 sign = _mm512_set1_ps(-0.0f);
-  return {_mm512_or_ps(_mm512_andnot_ps(sign, r.v), _mm512_and_ps(sign, x.v))};
 }
 inline V rcp_nr(V d) {
   const __m512 r0 = _mm512_rcp14_ps(d.v);
   return {_mm512_fmadd_ps(r0, _mm512_fnmadd_ps(d.v, r0, _mm512_set1_ps(1.0f)), r0)};
 }
-// GCC 12 warns inside avx512fintrin.h that _mm512_slli_epi32's _mm512_undefined_epi32() "may be
+// GCC 12 warns inside avx512fintrin.h that the _mm512_undefined_*() of some intrinsics "may be
 // used uninitialized" (a false positive of the header, not of this code).
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-inline V pow2_bits(V t) {
-  const __m512i bits = _mm512_castps_si512(t.v);
-  return {
-      _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(127)), 23))};
+inline V max_v(V a, V b) {
+  return {_mm512_max_ps(a.v, b.v)};  // b where either is NaN
+}
+inline V neg_abs(V a) {
+  return {_mm512_or_ps(a.v, _mm512_set1_ps(-0.0f))};
+}
+inline V or_sign(V r, V x) {  // r | (x & sign): one ternary-logic op
+  return {_mm512_castsi512_ps(
+      _mm512_ternarylogic_epi32(_mm512_castps_si512(r.v), _mm512_castps_si512(x.v),
+                                _mm512_castps_si512(_mm512_set1_ps(-0.0f)), 0xF8))};
+}
+// p * 2^n (n a whole number: the same result as the AVX2 unit's multiply by the float whose bits
+// are (bits(t) + 127) << 23), 0 where `zero`: one scalef with a zeroing mask.
+inline V scale_or_zero(V p, V n, V, Mask zero) {
+  return {_mm512_maskz_scalef_ps(static_cast<__mmask16>(~zero), p.v, n.v)};
 }
 
 constexpr int kSamplerBlocks = 4;  // sampler row blocks per pass: 8 zmm

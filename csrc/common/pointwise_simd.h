@@ -4,9 +4,10 @@
 //
 //   V (16 floats), Mask; set1, load, store, load_n / store_n (the first n lanes, others 0 /
 //   untouched), add, sub, mul, fmadd(a, b, c) = a b + c, fnmadd(a, b, c) = c - a b, abs_v,
-//   min_v(a, b) (b if either is NaN), lt, ge (ordered compares, false on NaN), select(m, a, b)
-//   (m ? a : b), copysign_v, rcp_nr (1/d: the hardware estimate and one Newton step),
-//   pow2_bits (the float whose bits are (bits(t) + 127) << 23).
+//   neg_abs (-|a|), min_v(a, b) / max_v(a, b) (b if either is NaN), lt (ordered compare, false
+//   on NaN), select(m, a, b) (m ? a : b), or_sign(r, x) (r with x's sign bit or'ed in), rcp_nr
+//   (1/d: the hardware estimate refined by Newton steps), scale_or_zero(p, n, t, m) (p * 2^n,
+//   n a whole number whose bits (bits(t) + 127) << 23 make 2^n; 0 where m).
 //
 // So it includes nothing: each unit's copy has internal linkage and its own ISA, and the
 // linker can never merge an AVX-512 copy of a function into the AVX2 path. The formulas are
@@ -16,7 +17,7 @@
 // exp(y) for y <= 0 (common/activations.h exp_nonpositive): 0 below -87, NaN propagates.
 inline V exp_nonpositive_v(V y) {
   const Mask under = lt(y, set1(-87.0f));
-  y = select(under, set1(-87.0f), y);
+  y = max_v(set1(-87.0f), y);           // NaN stays NaN
   const V shifter = set1(12582912.0f);  // 1.5 * 2^23
   const V t = fmadd(y, set1(1.44269504088896341f), shifter);
   const V n = sub(t, shifter);
@@ -30,7 +31,7 @@ inline V exp_nonpositive_v(V y) {
   p = fmadd(p, r, set1(0.5f));
   p = fmadd(p, r, set1(1.0f));
   p = fmadd(p, r, set1(1.0f));
-  return select(under, set1(0.0f), mul(p, pow2_bits(t)));
+  return scale_or_zero(p, n, t, under);
 }
 
 inline V tanh_v(V x) {
@@ -45,13 +46,15 @@ inline V tanh_v(V x) {
   const V e = exp_nonpositive_v(mul(a, set1(-2.0f)));  // in [0, 1]
   // (1 - e) / (1 + e), capped at 1 (the estimate may round a hair above); NaN stays NaN.
   const V large = min_v(set1(1.0f), mul(sub(set1(1.0f), e), rcp_nr(add(set1(1.0f), e))));
-  return copysign_v(select(lt(a, set1(0.625f)), small, large), x);
+  // Both branches are >= 0 (or NaN): the sign of x is or'ed in.
+  return or_sign(select(lt(a, set1(0.625f)), small, large), x);
 }
 
 inline V sigmoid_v(V x) {
-  const V e = exp_nonpositive_v(mul(abs_v(x), set1(-1.0f)));
-  const V pos = rcp_nr(add(set1(1.0f), e));  // sigmoid(|x|)
-  return select(ge(x, set1(0.0f)), pos, select(lt(x, set1(0.0f)), mul(e, pos), x));
+  const V e = exp_nonpositive_v(neg_abs(x));  // NaN in, NaN out
+  const V pos = rcp_nr(add(set1(1.0f), e));   // sigmoid(|x|)
+  // sigmoid(x) = e / (1 + e) for x < 0; 1 * pos is pos exactly.
+  return mul(select(lt(x, set1(0.0f)), e, set1(1.0f)), pos);
 }
 
 // Loads and stores of a block row: all 16 lanes, or the first w (a partial last block).

@@ -207,10 +207,11 @@ def test_row_groups_change_no_bit(cell, B, lengths, path):
     steps added in row order (one order for any split), and the dense input side (W_ih, G*H x D:
     at most 80 KB here) stays on the packed kernel: y, the states, dx, dh0 (dc0) and the bias
     gradients are bitwise the 1-thread ones, with lengths too (the groups then split the
-    row-steps, not the rows, evenly). dW_ih and dW_hh come from OpenBLAS on column slices whose
-    shape follows the thread count: to the rounding of a reordered float32 sum of T*B terms
-    (T*B*eps of its largest magnitude). On every packed kernel path (a path this CPU lacks
-    skips, with the reason)."""
+    row-steps, not the rows, evenly). dW_ih and dW_hh are summed per row group over the group's
+    own rows and the groups' sums then added (on the portable path: OpenBLAS on column slices
+    whose shape follows the thread count): to the rounding of a reordered float32 sum of T*B
+    terms (T*B*eps of its largest magnitude). On every packed kernel path (a path this CPU
+    lacks skips, with the reason)."""
     from test_kernels import make_args, make_upstream
     from test_packed import gemm_path
 
